@@ -1,0 +1,60 @@
+"""The batch every distrec model consumes; movable as a unit by TorchRec's train pipelines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.streamable import Pipelineable
+
+
+@dataclass
+class RecBatch(Pipelineable):
+    """One batch of rows.
+
+    dense:     [B, n_dense] float32 (n_dense may be 0)
+    sparse:    KeyedJaggedTensor keyed by FeatureSchema.sparse_names
+    labels:    [B, n_labels] float32, columns in FeatureSchema.labels order
+    weights:   [B] float32; 0 marks padding rows that keep ranks in step at the end of an epoch
+    group_ids: [B] int64 values of FeatureSchema.group_key (zeros when the schema has none)
+    """
+
+    dense: torch.Tensor
+    sparse: KeyedJaggedTensor
+    labels: torch.Tensor
+    weights: torch.Tensor
+    group_ids: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_real_rows(self) -> int:
+        return int((self.weights > 0).sum())
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "RecBatch":
+        return RecBatch(
+            dense=self.dense.to(device=device, non_blocking=non_blocking),
+            sparse=self.sparse.to(device=device, non_blocking=non_blocking),
+            labels=self.labels.to(device=device, non_blocking=non_blocking),
+            weights=self.weights.to(device=device, non_blocking=non_blocking),
+            group_ids=self.group_ids.to(device=device, non_blocking=non_blocking),
+        )
+
+    def record_stream(self, stream: torch.Stream) -> None:
+        self.dense.record_stream(stream)
+        self.sparse.record_stream(stream)
+        self.labels.record_stream(stream)
+        self.weights.record_stream(stream)
+        self.group_ids.record_stream(stream)
+
+    def pin_memory(self) -> "RecBatch":
+        return RecBatch(
+            dense=self.dense.pin_memory(),
+            sparse=self.sparse.pin_memory(),
+            labels=self.labels.pin_memory(),
+            weights=self.weights.pin_memory(),
+            group_ids=self.group_ids.pin_memory(),
+        )
