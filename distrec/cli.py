@@ -1,0 +1,70 @@
+"""The ``distrec`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from distrec.errors import DistrecError
+
+
+def _config(args):
+    from distrec.config.load import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_run(args) -> int:
+    from distrec.train.launcher import run_training
+    from distrec.train.progress import configure_logging
+
+    configure_logging()
+    metrics = run_training(_config(args))
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from distrec.data.prepare import prepare_data
+    from distrec.plan_report import build_plan_report
+
+    cfg = _config(args)
+    prepare_data(cfg)
+    print(build_plan_report(cfg, args.world_size, args.device))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train a config on Ray Train workers")
+    run.add_argument("config")
+    run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.num_workers=2")
+    run.set_defaults(handler=cmd_run)
+
+    plan = sub.add_parser("plan", help="print the sharding plan and per-rank memory, no training")
+    plan.add_argument("config")
+    plan.add_argument("overrides", nargs="*")
+    plan.add_argument("--world-size", type=int, default=None, help="default: trainer.num_workers")
+    plan.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    plan.set_defaults(handler=cmd_plan)
+
+    from distrec.data.cli import register as register_data
+
+    register_data(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except DistrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Load a run config: YAML files composed via ``defaults``, ``key=value`` overrides, typed checks.
+
+Every layer (each file, each override) is checked against the dataclasses in ``schema.py``
+before it is merged, so an unknown key is reported with the file it came from and the nearest
+valid names. The result is a struct-mode OmegaConf ``DictConfig`` (attribute typos raise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tempfile
+import typing
+from typing import Any, Iterable
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from distrec.config.schema import MODEL_CONFIGS, DistrecConfig
+from distrec.errors import ConfigError
+
+COMMAND_LINE = "command line"
+_SECRET_KEY = re.compile(r"secret|password|token|key_id|access_key", re.IGNORECASE)
+
+Layer = tuple[str, dict]  # (source: file path or "command line (key=value)", raw mapping)
+
+
+def load_config(path: str, overrides: Iterable[str] = ()) -> DictConfig:
+    """Load ``path`` (with its ``defaults``), apply ``key=value`` overrides, validate, return."""
+    layers = _file_layers(str(path), stack=())
+    layers += [(f"{COMMAND_LINE} ({item})", _parse_override(item)) for item in overrides]
+
+    model_cls = _model_class(layers)
+    for source, raw in layers:
+        _check_keys(raw, DistrecConfig, "", source, model_cls)
+
+    cfg = OmegaConf.structured(DistrecConfig)
+    cfg.model = OmegaConf.structured(model_cls)
+    for source, raw in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, raw)
+        except OmegaConfBaseException as e:
+            raise _type_error(e, source, model_cls) from None
+
+    try:  # interpolations stay live in cfg; resolve a copy only to check them
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if not missing:
+            OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config key '{e.full_key}' (from {path} + overrides): {_first_line(e)}") from None
+    if missing:
+        raise ConfigError(
+            f"missing required config value(s): {', '.join(missing)} "
+            f"(set them in {path} or on the command line, e.g. {missing[0]}=...)"
+        )
+
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def save_resolved_config(cfg: DictConfig, run_dir: str) -> str:
+    """Write the resolved config (secrets redacted) to ``<run_dir>/config.yaml`` atomically."""
+    if "://" in str(run_dir):
+        raise ConfigError(f"save_resolved_config needs a local run directory, got {run_dir}")
+    os.makedirs(run_dir, exist_ok=True)
+    target = os.path.join(run_dir, "config.yaml")
+    text = OmegaConf.to_yaml(OmegaConf.create(redact_secrets(config_to_dict(cfg))))
+    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".yaml.tmp", dir=run_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def config_to_dict(cfg: DictConfig) -> dict:
+    """Plain, resolved ``dict`` of ``cfg``."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def redact_secrets(value: Any) -> Any:
+    """Copy of ``value`` with every value under a credential-like key replaced by ``"***"``."""
+    if isinstance(value, dict):
+        return {
+            k: "***" if _SECRET_KEY.search(str(k)) and v is not None else redact_secrets(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [redact_secrets(v) for v in value]
+    return value
+
+
+def run_dir(cfg: DictConfig) -> str:
+    return os.path.join(cfg.run.output_dir, cfg.run.name)
+
+
+# --- files and overrides ---------------------------------------------------------------------
+
+
+def _file_layers(path: str, stack: tuple[str, ...]) -> list[Layer]:
+    """Layers of ``path`` in merge order: its defaults (depth first), then the file itself."""
+    real = os.path.realpath(path)
+    if real in stack:
+        chain = " -> ".join([*stack[stack.index(real):], real])
+        raise ConfigError(f"defaults cycle in config files: {chain}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML in config file {path}: {e}") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(raw).__name__}")
+
+    defaults = raw.pop("defaults", None) or []
+    if isinstance(defaults, str):
+        defaults = [defaults]
+    if not isinstance(defaults, list) or not all(isinstance(d, str) for d in defaults):
+        raise ConfigError(f"'defaults' in {path} must be a list of file paths, got {defaults!r}")
+    layers: list[Layer] = []
+    for d in defaults:
+        layers += _file_layers(os.path.join(os.path.dirname(path), d), (*stack, real))
+    return [*layers, (path, raw)]
+
+
+def _parse_override(item: str) -> dict:
+    key, sep, _ = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{item}' on the {COMMAND_LINE} must be key=value")
+    try:  # OmegaConf's YAML loader: 1e-3 is a float, [a,b] a list, null None, ${..} kept
+        return OmegaConf.to_container(OmegaConf.from_dotlist([item]), resolve=False)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid override '{item}' on the {COMMAND_LINE}: {_first_line(e)}") from None
+
+
+def _model_class(layers: list[Layer]) -> type:
+    recipe = DistrecConfig().run.recipe
+    for _, raw in layers:
+        run = raw.get("run")
+        if isinstance(run, dict) and "recipe" in run:
+            recipe = run["recipe"]
+    if recipe not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown recipe run.recipe={recipe!r}; known recipes: {', '.join(MODEL_CONFIGS)}")
+    return MODEL_CONFIGS[recipe]
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _field_types(cls: type, model_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    types = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    if cls is DistrecConfig:
+        types["model"] = model_cls
+    return types
+
+
+def _unwrap(tp: Any) -> tuple[Any, bool]:
+    """(type without Optional, whether None is allowed)."""
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else tp), len(args) < len(typing.get_args(tp))
+    return tp, False
+
+
+def _check_keys(raw: dict, cls: type, prefix: str, source: str, model_cls: type) -> None:
+    """Raise ConfigError for any key of ``raw`` (recursively) that ``cls`` does not declare."""
+    types = _field_types(cls, model_cls)
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in types:
+            close = difflib.get_close_matches(str(key), list(types), n=3)
+            hint = f"did you mean: {', '.join(close)}?" if close else f"valid keys: {', '.join(types)}"
+            raise ConfigError(f"unknown config key '{dotted}' in {source}; {hint}")
+        tp, optional = _unwrap(types[key])
+        if dataclasses.is_dataclass(tp):
+            if isinstance(value, dict):
+                _check_keys(value, tp, f"{dotted}.", source, model_cls)
+            elif not (value is None and optional) and not _is_interpolation(value):
+                raise ConfigError(
+                    f"config key '{dotted}' in {source}: expected a mapping of {tp.__name__} "
+                    f"fields, got {value!r}"
+                )
+        elif typing.get_origin(tp) is dict and isinstance(value, dict):
+            item_tp, _ = _unwrap(typing.get_args(tp)[1])
+            if dataclasses.is_dataclass(item_tp):
+                for name, item in value.items():
+                    if isinstance(item, dict):
+                        _check_keys(item, item_tp, f"{dotted}.{name}.", source, model_cls)
+
+
+def _is_interpolation(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("${")
+
+
+def _expected_type(full_key: str, model_cls: type) -> str:
+    """Declared type of a dotted key such as ``sharding.tables.t.embedding_dim`` or ``a.b[0]``."""
+    tp: Any = DistrecConfig
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", full_key):
+        base, _ = _unwrap(tp)
+        if part.startswith("["):
+            tp = (typing.get_args(base) or (Any,))[0]
+        elif dataclasses.is_dataclass(base):
+            tp = _field_types(base, model_cls).get(part, Any)
+        elif typing.get_origin(base) is dict:
+            tp = typing.get_args(base)[1]
+        else:
+            return "?"
+    return getattr(tp, "__name__", None) if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
+def _type_error(e: OmegaConfBaseException, source: str, model_cls: type) -> ConfigError:
+    key = getattr(e, "full_key", None) or "?"
+    expected = _expected_type(key, model_cls) if key != "?" else "?"
+    return ConfigError(
+        f"invalid value for config key '{key}' in {source}: expected {expected}, "
+        f"got {getattr(e, 'value', None)!r} ({_first_line(e)})"
+    )
+
+
+def _first_line(e: Exception) -> str:
+    msg = getattr(e, "msg", None) or str(e)
+    return msg.splitlines()[0] if msg else type(e).__name__

@@ -1,0 +1,34 @@
+"""Make a config's data exist: generate the synthetic splits a smoke config asks for."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import OmegaConf
+
+from distrec.data.storage import filesystem
+from distrec.data.synth import write_synthetic
+
+log = logging.getLogger("distrec")
+
+
+def _exists(path: str, s3_endpoint_url: str | None) -> bool:
+    fs, p = filesystem(path, s3_endpoint_url)
+    return fs.exists(p)
+
+
+def prepare_data(cfg) -> None:
+    """With ``data.synth`` set, write the train (and valid) splits if they are absent.
+
+    The schema is written next to the training files; ``data.schema`` must point at it."""
+    synth = cfg.data.synth
+    if synth is None:
+        return
+    endpoint = cfg.data.s3_endpoint_url
+    if not _exists(cfg.data.train, endpoint):
+        log.info("generating %d synthetic training rows in %s", synth.rows, cfg.data.train)
+        write_synthetic(cfg.data.train, synth, s3_endpoint_url=endpoint)
+    if cfg.data.valid and not _exists(cfg.data.valid, endpoint):
+        valid_cfg = OmegaConf.merge(synth, {"rows": synth.valid_rows, "seed": synth.seed + 1})
+        log.info("generating %d synthetic validation rows in %s", synth.valid_rows, cfg.data.valid)
+        write_synthetic(cfg.data.valid, valid_cfg, s3_endpoint_url=endpoint)

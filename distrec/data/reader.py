@@ -1,0 +1,351 @@
+"""The per-rank streaming Parquet reader.
+
+Work is split in Parquet row groups ("units"): every rank plans the same units from the file
+footers, assigns them to ranks the same way (balanced by rows), then splits its share across
+DataLoader workers (unit j -> worker j % num_workers). Each worker streams its row groups with
+pyarrow and cuts them into fixed-size batches, so every row is read exactly once per epoch.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from distrec.data.batch import RecBatch
+from distrec.data.convert import arrow_to_batch, check_file_schema
+from distrec.data.schema import FeatureSchema
+from distrec.data.storage import arrow_filesystem, is_s3, list_parquet_files, storage_error
+from distrec.errors import DataError
+
+
+@dataclass(frozen=True)
+class RowGroupUnit:
+    file: str
+    row_group: int
+    num_rows: int
+
+
+# --- planning ----------------------------------------------------------------------------------
+
+
+def _open_parquet(file: str, s3_endpoint_url: str | None) -> pq.ParquetFile:
+    fs, path = arrow_filesystem(file, s3_endpoint_url)
+    try:
+        handle = fs.open_input_file(path)
+    except FileNotFoundError:
+        raise DataError(f"Parquet file not found: {file}") from None
+    except OSError as exc:
+        raise storage_error(file, exc, s3_endpoint_url) from None
+    try:
+        return pq.ParquetFile(handle, pre_buffer=is_s3(file))
+    except (pa.ArrowInvalid, OSError) as exc:
+        handle.close()
+        raise DataError(
+            f"{file} is not a readable Parquet file (corrupt or truncated footer?): {exc}"
+        ) from None
+
+
+def _file_units(file: str, s3_endpoint_url: str | None, schema: FeatureSchema | None) -> list[RowGroupUnit]:
+    pf = _open_parquet(file, s3_endpoint_url)
+    try:
+        if schema is not None:
+            check_file_schema(pf.schema_arrow, schema, file)
+        md = pf.metadata
+        return [
+            RowGroupUnit(file, i, md.row_group(i).num_rows)
+            for i in range(md.num_row_groups)
+            if md.row_group(i).num_rows > 0
+        ]
+    finally:
+        pf.close()
+
+
+def plan_units(
+    files: Sequence[str] | str,
+    s3_endpoint_url: str | None = None,
+    schema: FeatureSchema | None = None,
+) -> list[RowGroupUnit]:
+    """Row groups of ``files`` (a list, or a path/dir/glob), read from footers only.
+
+    With ``schema``, every file's columns are checked against it here, before any training.
+    """
+    if isinstance(files, str):
+        files = list_parquet_files(files, s3_endpoint_url)
+    if not files:
+        raise DataError("no Parquet files to read")
+    # Footers are small reads dominated by latency on object stores: fetch several at once.
+    with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+        per_file = list(pool.map(lambda f: _file_units(f, s3_endpoint_url, schema), files))
+    return [u for units in per_file for u in units]
+
+
+def _assign_all(
+    units: Sequence[RowGroupUnit], world_size: int, epoch: int, seed: int, shuffle: bool
+) -> list[list[RowGroupUnit]]:
+    order: Iterable[int] = range(len(units))
+    if shuffle:
+        order = np.random.default_rng([seed, epoch]).permutation(len(units)).tolist()
+    per_rank: list[list[RowGroupUnit]] = [[] for _ in range(world_size)]
+    heap = [(0, r) for r in range(world_size)]  # (rows so far, rank): ties go to the lowest rank
+    for i in order:
+        rows, r = heapq.heappop(heap)
+        per_rank[r].append(units[i])
+        heapq.heappush(heap, (rows + units[i].num_rows, r))
+    return per_rank
+
+
+def assign_units(
+    units: Sequence[RowGroupUnit], rank: int, world_size: int, epoch: int, seed: int, shuffle: bool
+) -> list[RowGroupUnit]:
+    """This rank's units; rows per rank differ by at most one row group, every unit used once."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    return _assign_all(units, world_size, epoch, seed, shuffle)[rank]
+
+
+def _batches_per_worker(units: Sequence[RowGroupUnit], batch_size: int, workers: int) -> list[int]:
+    return [math.ceil(sum(u.num_rows for u in units[w::workers]) / batch_size) for w in range(workers)]
+
+
+def steps_per_epoch(
+    units: Sequence[RowGroupUnit],
+    batch_size: int,
+    world_size: int,
+    epoch: int,
+    seed: int,
+    shuffle: bool,
+    num_loader_workers: int,
+) -> int:
+    """The most batches any rank yields this epoch: the number of steps every rank must run."""
+    workers = max(1, num_loader_workers)
+    per_rank = _assign_all(units, world_size, epoch, seed, shuffle)
+    return max(sum(_batches_per_worker(r, batch_size, workers)) for r in per_rank)
+
+
+# --- resume ------------------------------------------------------------------------------------
+
+
+def _round_robin_position(counts: Sequence[int], worker: int, j: int) -> int:
+    """Where batch j of ``worker`` comes in DataLoader's order (workers in turn, exhausted skipped)."""
+    return sum(min(c, j) for c in counts) + sum(1 for c in counts[:worker] if c > j)
+
+
+def _resume_plan(counts: Sequence[int], start_batch: int) -> tuple[list[int], int]:
+    """Batches each worker skips to drop the first ``start_batch``, and the worker that goes next."""
+    skips = []
+    for w, c in enumerate(counts):
+        lo, hi = 0, c  # positions of a worker's batches increase with j: binary search
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _round_robin_position(counts, w, mid) < start_batch:
+                lo = mid + 1
+            else:
+                hi = mid
+        skips.append(lo)
+    first = 0
+    for w, (c, s) in enumerate(zip(counts, skips)):
+        if s < c and _round_robin_position(counts, w, s) == start_batch:
+            first = w
+    return skips, first
+
+
+# --- the reader --------------------------------------------------------------------------------
+
+
+class ParquetStreamReader(IterableDataset):
+    """Yields RecBatch of exactly ``batch_size`` rows; each loader worker's last batch may be short.
+
+    ``start_batch=k`` resumes after the first k batches this rank would have yielded (through
+    ``make_loader``): the batches that follow are exactly the rest of that sequence.
+    """
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        files_or_units: Sequence[str] | Sequence[RowGroupUnit] | str,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch: int = 0,
+        seed: int = 0,
+        shuffle: bool = False,
+        s3_endpoint_url: str | None = None,
+        start_batch: int = 0,
+        num_loader_workers: int = 0,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        items = list(files_or_units) if not isinstance(files_or_units, str) else files_or_units
+        if isinstance(items, str) or (items and not isinstance(items[0], RowGroupUnit)):
+            items = plan_units(items, s3_endpoint_url, schema)
+        self.schema = schema
+        self.batch_size = batch_size
+        self.s3_endpoint_url = s3_endpoint_url
+        self.num_loader_workers = num_loader_workers
+        self.units = assign_units(items, rank, world_size, epoch, seed, shuffle)
+        streams = max(1, num_loader_workers)
+        self._stream_units = [self.units[w::streams] for w in range(streams)]
+        self._counts = _batches_per_worker(self.units, batch_size, streams)
+        self._skips, self._first = _resume_plan(self._counts, start_batch)
+
+    def num_batches(self) -> int:
+        """Batches this rank yields (after skipping ``start_batch``)."""
+        return sum(c - s for c, s in zip(self._counts, self._skips))
+
+    def num_rows(self) -> int:
+        """Rows this rank yields (after skipping ``start_batch``)."""
+        rows = [sum(u.num_rows for u in units) for units in self._stream_units]
+        return sum(max(0, r - s * self.batch_size) for r, s in zip(rows, self._skips))
+
+    def __len__(self) -> int:
+        return self.num_batches()
+
+    def __iter__(self) -> Iterator[RecBatch]:
+        streams = len(self._stream_units)
+        info = get_worker_info()
+        if info is None:
+            order = [(self._first + i) % streams for i in range(streams)]
+            return _round_robin([self._stream(s) for s in order])
+        if info.num_workers != streams:
+            raise ValueError(
+                f"reader planned for {self.num_loader_workers} loader workers but the DataLoader "
+                f"has {info.num_workers}: use make_loader(reader)"
+            )
+        # DataLoader always starts with worker 0: rotate streams so a resumed epoch continues
+        # with the stream that was next in line.
+        return self._stream((info.id + self._first) % streams)
+
+    def _stream(self, s: int) -> Iterator[RecBatch]:
+        skip_rows = self._skips[s] * self.batch_size
+        units = []
+        for u in self._stream_units[s]:
+            if skip_rows >= u.num_rows:
+                skip_rows -= u.num_rows  # whole row group skipped from metadata, never decoded
+                continue
+            units.append(u)
+        return self._batches(units, skip_rows)
+
+    def _batches(self, units: list[RowGroupUnit], skip_rows: int) -> Iterator[RecBatch]:
+        bs = self.batch_size
+        files = _FileCache(self.s3_endpoint_url)
+        pending: list[tuple[pa.RecordBatch, str]] = []
+        pending_rows = 0
+        try:
+            for u in units:
+                for rb in files.get(u.file).iter_batches(
+                    batch_size=bs, row_groups=[u.row_group], columns=self.schema.columns
+                ):
+                    if skip_rows:
+                        cut = min(skip_rows, rb.num_rows)
+                        rb, skip_rows = rb.slice(cut), skip_rows - cut
+                        if not rb.num_rows:
+                            continue
+                    if not pending and rb.num_rows == bs:
+                        yield arrow_to_batch(rb, self.schema, u.file)
+                        continue
+                    pending.append((rb, u.file))
+                    pending_rows += rb.num_rows
+                    while pending_rows >= bs:
+                        table, source = _concat(pending)
+                        yield arrow_to_batch(table.slice(0, bs), self.schema, source)
+                        pending = [(b, source) for b in table.slice(bs).to_batches() if b.num_rows]
+                        pending_rows -= bs
+        finally:
+            files.close()
+        if pending_rows:
+            table, source = _concat(pending)
+            yield arrow_to_batch(table, self.schema, source)
+
+
+def _concat(pieces: list[tuple[pa.RecordBatch, str]]) -> tuple[pa.Table, str]:
+    batches = [b for b, _ in pieces]
+    source = ", ".join(dict.fromkeys(src for _, src in pieces))
+    if all(b.schema == batches[0].schema for b in batches):
+        return pa.Table.from_batches(batches), source
+    # files may differ in int widths or nullability: promote to a common schema
+    tables = [pa.Table.from_batches([b]) for b in batches]
+    return pa.concat_tables(tables, promote_options="permissive"), source
+
+
+def _round_robin(streams: list[Iterator[RecBatch]]) -> Iterator[RecBatch]:
+    """DataLoader's order: one batch from each stream in turn, dropping exhausted ones."""
+    active = streams
+    while active:
+        still = []
+        for stream in active:
+            batch = next(stream, None)
+            if batch is not None:
+                yield batch
+                still.append(stream)
+        active = still
+
+
+class _FileCache:
+    """A few open Parquet files, so consecutive row groups of one file reuse its footer."""
+
+    def __init__(self, s3_endpoint_url: str | None, size: int = 4) -> None:
+        self._open: OrderedDict[str, pq.ParquetFile] = OrderedDict()
+        self._endpoint = s3_endpoint_url
+        self._size = size
+
+    def get(self, file: str) -> pq.ParquetFile:
+        if file in self._open:
+            self._open.move_to_end(file)
+            return self._open[file]
+        if len(self._open) >= self._size:
+            self._open.popitem(last=False)[1].close()
+        pf = self._open[file] = _open_parquet(file, self._endpoint)
+        return pf
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem()[1].close()
+
+
+# --- loading and padding -----------------------------------------------------------------------
+
+
+def make_loader(reader: ParquetStreamReader) -> Iterable[RecBatch]:
+    if reader.num_loader_workers <= 0:
+        return reader
+    return DataLoader(reader, batch_size=None, num_workers=reader.num_loader_workers)
+
+
+def padding_batch(schema: FeatureSchema) -> RecBatch:
+    """One weight-0 row (ids 0, dense 0, labels 0): keeps a rank in step once its data runs out."""
+    keys = schema.sparse_names
+    return RecBatch(
+        dense=torch.zeros(1, len(schema.dense)),
+        sparse=KeyedJaggedTensor(
+            keys=keys,
+            values=torch.zeros(len(keys), dtype=torch.int64),
+            lengths=torch.ones(len(keys), dtype=torch.int32),
+            stride=1,
+        ),
+        labels=torch.zeros(1, len(schema.labels)),
+        weights=torch.zeros(1),
+        group_ids=torch.zeros(1, dtype=torch.int64),
+    )
+
+
+def pad_to_steps(loader: Iterable[RecBatch], steps: int, schema: FeatureSchema) -> Iterator[RecBatch]:
+    """The loader's batches, then padding batches, ``steps`` in all (more batches is an error)."""
+    n = 0
+    for batch in loader:
+        if n >= steps:
+            raise ValueError(f"loader yielded more than the {steps} steps planned for this epoch")
+        yield batch
+        n += 1
+    for _ in range(steps - n):
+        yield padding_batch(schema)

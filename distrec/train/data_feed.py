@@ -1,0 +1,58 @@
+"""The batches a worker trains and evaluates on, from the per-rank Parquet reader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from distrec.data.batch import RecBatch
+from distrec.data.reader import (
+    ParquetStreamReader,
+    RowGroupUnit,
+    make_loader,
+    pad_to_steps,
+    plan_units,
+    steps_per_epoch,
+)
+from distrec.data.schema import FeatureSchema
+from distrec.data.storage import list_parquet_files
+
+
+@dataclass
+class DataFeed:
+    """Row groups of one split, planned once from the Parquet footers; batches per epoch."""
+
+    schema: FeatureSchema
+    units: list[RowGroupUnit]
+    batch_size: int
+    rank: int
+    world_size: int
+    seed: int
+    shuffle: bool
+    loader_workers: int
+    s3_endpoint_url: str | None
+
+    @classmethod
+    def open(cls, path: str, schema: FeatureSchema, batch_size: int, rank: int, world_size: int,
+             seed: int, shuffle: bool, loader_workers: int, s3_endpoint_url: str | None) -> "DataFeed":
+        files = list_parquet_files(path, s3_endpoint_url)
+        units = plan_units(files, s3_endpoint_url)
+        return cls(schema, units, batch_size, rank, world_size, seed, shuffle, loader_workers, s3_endpoint_url)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(u.num_rows for u in self.units)
+
+    def steps(self, epoch: int) -> int:
+        """Steps every rank runs this epoch (the longest rank's batch count)."""
+        return steps_per_epoch(self.units, self.batch_size, self.world_size, epoch, self.seed,
+                               self.shuffle, self.loader_workers)
+
+    def batches(self, epoch: int, start_batch: int = 0) -> Iterator[RecBatch]:
+        """This rank's batches, padded with weight-0 batches so every rank runs ``steps`` steps."""
+        reader = ParquetStreamReader(
+            self.schema, self.units, self.batch_size, rank=self.rank, world_size=self.world_size,
+            epoch=epoch, seed=self.seed, shuffle=self.shuffle, s3_endpoint_url=self.s3_endpoint_url,
+            start_batch=start_batch, num_loader_workers=self.loader_workers,
+        )
+        return pad_to_steps(make_loader(reader), self.steps(epoch) - start_batch, self.schema)

@@ -1,0 +1,72 @@
+"""Where a worker runs: rank, world size and device, plus the loopback-only defaults."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+LOOPBACK_ENV = {
+    "GLOO_SOCKET_IFNAME": "lo",
+    "MASTER_ADDR": "127.0.0.1",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "DS_ACCELERATOR": "cpu",
+}
+
+
+def use_loopback_defaults(gpu: bool = False) -> None:
+    """Single-machine runs keep every socket on 127.0.0.1 (set before Ray or gloo start)."""
+    for key, value in LOOPBACK_ENV.items():
+        if key == "DS_ACCELERATOR" and gpu:
+            continue
+        os.environ.setdefault(key, value)
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+
+def worker_info(use_gpu: bool) -> WorkerInfo:
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if use_gpu:
+        if not torch.cuda.is_available():
+            raise RuntimeError("trainer.use_gpu=true but CUDA is not available on this worker")
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return WorkerInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_ranks_true(flag: bool, device: torch.device = torch.device("cpu")) -> bool:
+    """True only if ``flag`` holds on every rank (a collective: every rank must call it)."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([0 if flag else 1], dtype=torch.int32, device=device)
+    dist.all_reduce(t)
+    return int(t.item()) == 0

@@ -1,0 +1,98 @@
+"""Start a run: resolve data, save the config, launch Ray Train's TorchTrainer on the workers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+
+import fsspec
+
+from distrec.config.load import config_to_dict, run_dir, save_resolved_config
+from distrec.train.distributed import LOOPBACK_ENV, use_loopback_defaults
+
+log = logging.getLogger("distrec")
+FORWARDED_ENV = ("GLOO_SOCKET_IFNAME", "MASTER_ADDR", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
+                 "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN", "PYTHONPATH")
+
+
+def ray_worker_entry(loop_config: dict) -> None:
+    """What every Ray Train worker runs (module level so Ray can pickle it by reference)."""
+    from omegaconf import OmegaConf
+
+    from distrec.recipes import recipe_module
+
+    cfg = OmegaConf.create(loop_config["config"])
+    recipe_module(cfg.run.recipe).train_worker(cfg, in_ray=True)
+
+
+def ensure_ray(address: str | None, num_cpus_needed: float, gpu: bool) -> None:
+    """Connect to ``address`` or start an embedded single-node Ray bound to 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    use_loopback_defaults(gpu)
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, int(num_cpus_needed + 1.999)),
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": worker_env()},
+        log_to_driver=True,
+    )
+
+
+def worker_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    for key, value in LOOPBACK_ENV.items():
+        env.setdefault(key, value)
+    return env
+
+
+def run_training(cfg) -> dict:
+    """Run ``cfg`` on ``trainer.num_workers`` Ray Train workers; returns the final metrics."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from distrec.data.prepare import prepare_data
+
+    prepare_data(cfg)
+    out = run_dir(cfg)
+    save_resolved_config(cfg, out)
+    trainer_cfg = cfg.trainer
+    ensure_ray(trainer_cfg.address, trainer_cfg.num_workers * trainer_cfg.cpus_per_worker, trainer_cfg.use_gpu)
+    trainer = TorchTrainer(
+        train_loop_per_worker=ray_worker_entry,
+        train_loop_config={"config": config_to_dict(cfg)},
+        scaling_config=ScalingConfig(
+            num_workers=trainer_cfg.num_workers,
+            use_gpu=trainer_cfg.use_gpu,
+            resources_per_worker={"CPU": trainer_cfg.cpus_per_worker},
+        ),
+        torch_config=TorchConfig(backend="nccl" if trainer_cfg.use_gpu else "gloo",
+                                 timeout_s=trainer_cfg.timeout_s),
+        run_config=RunConfig(
+            name=cfg.run.name,
+            storage_path=_absolute(cfg.run.output_dir),
+            failure_config=FailureConfig(max_failures=trainer_cfg.max_failures),
+        ),
+    )
+    trainer.fit()
+    return final_metrics(out)
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+def final_metrics(out: str) -> dict:
+    """The last record of ``metrics.jsonl`` (Ray's Result.metrics can be empty, so we keep our own)."""
+    path = posixpath.join(out, "metrics.jsonl")
+    with fsspec.open(path, "r") as fh:
+        lines = [line for line in fh.read().splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else {}

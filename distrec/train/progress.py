@@ -1,0 +1,96 @@
+"""Training progress for people (log lines with samples/s and ETA) and for tools (TensorBoard,
+metrics.jsonl, Ray Train reports)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import posixpath
+import time
+
+import fsspec
+
+log = logging.getLogger("distrec")
+
+
+def configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("distrec").setLevel(logging.INFO)
+
+
+class ProgressMeter:
+    """Logs every ``log_every`` steps: step, loss, global samples/s and the ETA of the run."""
+
+    def __init__(self, total_steps: int, global_batch: int, log_every: int, enabled: bool = True):
+        self.total_steps = max(total_steps, 1)
+        self.global_batch = global_batch
+        self.log_every = max(log_every, 1)
+        self.enabled = enabled
+        self._start = time.perf_counter()
+        self._window_start = self._start
+        self._window_steps = 0
+        self.last_samples_per_s = 0.0
+
+    def step(self, step: int, loss: float | None, epoch: int) -> None:
+        self._window_steps += 1
+        if step % self.log_every and step != self.total_steps:
+            return
+        now = time.perf_counter()
+        self.last_samples_per_s = self._window_steps * self.global_batch / max(now - self._window_start, 1e-9)
+        eta = (now - self._start) / max(step, 1) * (self.total_steps - step)
+        self._window_start, self._window_steps = now, 0
+        if self.enabled:
+            loss_txt = f"{loss:.5f}" if loss is not None else "n/a"
+            log.info(
+                "epoch %d step %d/%d (%.0f%%) | loss %s | %.0f samples/s | ETA %s",
+                epoch, step, self.total_steps, 100.0 * step / self.total_steps, loss_txt,
+                self.last_samples_per_s, datetime.timedelta(seconds=int(eta)),
+            )
+
+
+class MetricsSink:
+    """Chief-only writer of TensorBoard events and ``metrics.jsonl`` in the run directory."""
+
+    def __init__(self, run_dir: str, enabled: bool, tensorboard: bool):
+        self.enabled = enabled
+        self.run_dir = run_dir
+        self._tb = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            fs, path = fsspec.core.url_to_fs(run_dir)
+            self._tb = SummaryWriter(log_dir=posixpath.join(run_dir, "tensorboard") if "file" not in str(fs.protocol)
+                                     else os.path.join(path, "tensorboard"))
+
+    def write(self, metrics: dict, step: int, prefix: str = "") -> None:
+        if not self.enabled:
+            return
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    self._tb.add_scalar(f"{prefix}{key}", value, step)
+            self._tb.flush()
+        record = {"step": step, **{f"{prefix}{k}": v for k, v in metrics.items()}}
+        with fsspec.open(posixpath.join(self.run_dir, "metrics.jsonl"), "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def report_to_ray(metrics: dict, checkpoint_path: str | None) -> None:
+    """Report through Ray Train when running under it; the checkpoint is already in storage."""
+    import ray.train
+
+    checkpoint = None
+    if checkpoint_path is not None:
+        checkpoint = ray.train.Checkpoint(checkpoint_path)
+    ray.train.report(
+        metrics,
+        checkpoint=checkpoint,
+        checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD,
+    )

@@ -1,0 +1,133 @@
+"""One worker's training session: the sharded model, its optimizers, TorchRec's train pipeline,
+checkpoints and reports. Recipes build a model and drive epochs through it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from distrec.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from distrec.train.data_feed import DataFeed
+from distrec.train.dense_optim import build_optimizers
+from distrec.train.distributed import WorkerInfo
+from distrec.train.pipeline import DistrecTrainPipeline
+from distrec.train.progress import MetricsSink, ProgressMeter, report_to_ray
+from distrec.train.sharded_model import shard_model
+
+log = logging.getLogger("distrec")
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of ``epoch`` already trained (the reader resumes after them)
+    step: int = 0
+
+
+class TrainSession:
+    def __init__(self, cfg, model: torch.nn.Module, worker: WorkerInfo, run_dir: str, in_ray: bool):
+        self.cfg = cfg
+        self.worker = worker
+        self.run_dir = run_dir
+        self.in_ray = in_ray
+        self.dmp, self.plan = shard_model(model, cfg, worker)
+        self.opt = build_optimizers(self.dmp, self.dmp.module.dense, cfg)
+        self.pipeline = DistrecTrainPipeline(
+            self.dmp, self.opt.optimizer, worker.device, self.opt.engine, cfg.trainer.nan_policy
+        )
+        self.state = TrainState()
+        self.sink = MetricsSink(run_dir, worker.is_chief, cfg.metrics.tensorboard)
+        self.last_checkpoint: str | None = None
+
+    # --- start ---------------------------------------------------------------------------
+    def restore(self) -> None:
+        """``run.resume``: continue from the run's latest checkpoint (weights, optimizer, position).
+        ``run.init_from``: start from another checkpoint's weights only."""
+        if self.cfg.run.resume:
+            path = latest_checkpoint(self.run_dir)
+            if path is None:
+                log.info("run.resume=true but %s has no checkpoint yet: starting fresh", self.run_dir)
+            else:
+                meta = load_checkpoint(path, self.dmp, self.opt.optimizer, self.opt.engine)
+                self.state = TrainState(meta["epoch"], meta["batch_in_epoch"], meta["step"])
+                self.last_checkpoint = path
+                self._log(f"resumed from {path} at epoch {self.state.epoch}, step {self.state.step} "
+                          f"(optimizer state {'restored' if meta['optimizer_restored'] else 'fresh'})")
+                return
+        if self.cfg.run.init_from:
+            load_checkpoint(self.cfg.run.init_from, self.dmp, None, self.opt.engine)
+            self._log(f"initialised model weights from {self.cfg.run.init_from}")
+
+    # --- train ---------------------------------------------------------------------------
+    def train_epoch(self, feed: DataFeed, progress: ProgressMeter) -> bool:
+        """Train the rest of ``state.epoch``; False when ``trainer.max_steps`` stopped it early."""
+        trainer = self.cfg.trainer
+        epoch = self.state.epoch
+        steps = feed.steps(epoch)
+        batches = feed.batches(epoch, start_batch=self.state.batch_in_epoch)
+        self.dmp.train()
+        while self.state.batch_in_epoch < steps:
+            if 0 <= trainer.max_steps <= self.state.step:
+                return False
+            outputs = self.pipeline.progress(batches)
+            self.state.batch_in_epoch += 1
+            self.state.step += 1
+            progress.step(self.state.step, self._mean_loss(outputs) if self._is_log_step(progress) else None, epoch)
+            if trainer.checkpoint_every and self.state.step % trainer.checkpoint_every == 0:
+                self.checkpoint({"train_loss": float(outputs["loss"])})
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
+        return True
+
+    def _is_log_step(self, progress: ProgressMeter) -> bool:
+        return self.state.step % progress.log_every == 0 or self.state.step == progress.total_steps
+
+    def _mean_loss(self, outputs: dict) -> float:
+        """Loss averaged over every rank's real rows (a collective on log steps only)."""
+        real = outputs["weights"].sum()
+        t = torch.stack([outputs["loss"] * real, real]).double().cpu()
+        if dist.is_initialized():
+            dist.all_reduce(t)
+        return float(t[0] / t[1].clamp(min=1))
+
+    # --- evaluate ------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, feed: DataFeed, update: Callable[[dict], None]) -> None:
+        """Run the model over ``feed`` and hand each batch's outputs to ``update``; every rank
+        runs the same number of steps (padding batches have weight 0)."""
+        self.pipeline.detach()
+        self.dmp.eval()
+        for batch in feed.batches(epoch=0):
+            _, outputs = self.dmp(batch.to(self.worker.device))
+            update(outputs)
+        self.dmp.train()
+
+    # --- save and report -----------------------------------------------------------------
+    def checkpoint(self, metrics: dict) -> str:
+        path = save_checkpoint(
+            self.run_dir, self.state.step, self.dmp, self.opt.optimizer, self.opt.engine,
+            meta=asdict(self.state), keep=self.cfg.trainer.keep_checkpoints,
+        )
+        self.last_checkpoint = path
+        self.report(metrics, path)
+        return path
+
+    def report(self, metrics: dict, checkpoint_path: str | None = None, prefix: str = "") -> None:
+        self.sink.write(metrics, self.state.step, prefix)
+        if self.in_ray:
+            payload = {"step": self.state.step, "epoch": self.state.epoch,
+                       **{f"{prefix}{k}": v for k, v in metrics.items()}}
+            report_to_ray(payload, checkpoint_path if self.worker.is_chief else None)
+
+    def close(self) -> None:
+        self.pipeline.detach()
+        self.sink.close()
+
+    def _log(self, message: str) -> None:
+        if self.worker.is_chief:
+            log.info(message)
+
