@@ -51,9 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--device", choices=["cpu", "cuda"], default=None)
     plan.set_defaults(handler=cmd_plan)
 
-    from distrec.data.cli import register as register_data
-
-    register_data(sub)
+    try:
+        from distrec.data.cli import register as register_data
+    except ImportError:
+        register_data = None
+    if register_data:
+        register_data(sub)
     return parser
 
 

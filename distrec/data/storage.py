@@ -26,7 +26,7 @@ from distrec.errors import DataError
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "az"}
 
 # Fail fast on an unreachable endpoint instead of botocore's default ~60 s connect + 5 retries.
-_S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
+_S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2, "mode": "standard"}}
 
 
 def s3_endpoint(s3_endpoint_url: str | None = None) -> str | None:
@@ -40,7 +40,7 @@ def is_s3(path: str) -> bool:
 def filesystem(path: str, s3_endpoint_url: str | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem for ``path`` and the path inside it."""
     if is_s3(path):
-        kwargs: dict = {"config_kwargs": _S3_CONFIG, "retries": 2}
+        kwargs: dict = {"config_kwargs": _S3_CONFIG}
         endpoint = s3_endpoint(s3_endpoint_url)
         if endpoint:
             kwargs["client_kwargs"] = {"endpoint_url": endpoint}

@@ -9,16 +9,31 @@ import logging
 import os
 import posixpath
 import time
+import warnings
 
 import fsspec
 
 log = logging.getLogger("distrec")
 
 
+NOISY_LOGGERS = ("torchrec", "fbgemm_gpu", "torch.distributed", "deepspeed", "DeepSpeed")
+
+
 def configure_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("distrec").setLevel(logging.INFO)
+    """distrec's own progress at INFO; the libraries' per-table and per-step chatter at WARNING."""
+    # fbgemm logs every table's arguments on the root logger at INFO: keep the root at WARNING.
+    logging.getLogger().setLevel(logging.WARNING)
+    ours = logging.getLogger("distrec")
+    ours.setLevel(logging.INFO)
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s distrec: %(message)s", "%H:%M:%S"))
+        ours.addHandler(handler)
+        ours.propagate = False
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"torchrec\..*")
+    warnings.filterwarnings("ignore", message=r".*(TopologyFactory|is_fx_tracing|dense tensor size).*")
 
 
 class ProgressMeter:

@@ -1,0 +1,107 @@
+"""``distrec data synth`` and ``distrec data import``: write training data as Parquet + schema.yaml.
+
+``register(subparsers)`` adds the ``data`` group; each command sets ``args.func(args) -> exit code``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from distrec.config.schema import SynthConfig
+from distrec.errors import DistrecError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="write training data (synthetic or imported)")
+    commands = data.add_subparsers(dest="data_command", required=True)
+
+    synth = commands.add_parser("synth", help="write synthetic click data")
+    synth.add_argument("--out", required=True, help="output directory (local or s3://)")
+    defaults = SynthConfig()
+    for f in fields(SynthConfig):
+        if f.name == "valid_rows":
+            continue  # callers write validation data as a second dataset with another seed
+        synth.add_argument(
+            f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name)
+        )
+    synth.add_argument("--s3-endpoint-url", default=None)
+    synth.add_argument("--no-progress", action="store_true")
+    synth.set_defaults(func=_synth)
+
+    imp = commands.add_parser(
+        "import", help="convert a public dataset to Parquet + schema.yaml",
+        description="distrec data import FORMAT SRC OUT [--option value ...]",
+    )
+    imp.add_argument("format")
+    imp.add_argument("src")
+    imp.add_argument("out")
+    imp.add_argument("options", nargs=argparse.REMAINDER, help="--key value pairs for the importer")
+    imp.set_defaults(func=_import)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from distrec.data.synth import write_synthetic
+
+    cfg = SynthConfig(**{f.name: getattr(args, f.name) for f in fields(SynthConfig) if f.name != "valid_rows"})
+    try:
+        write_synthetic(args.out, cfg, s3_endpoint_url=args.s3_endpoint_url, progress=not args.no_progress)
+    except DistrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {cfg.rows} rows and schema.yaml to {args.out}")
+    return 0
+
+
+def _parse_value(text: str) -> object:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_options(tokens: list[str]) -> dict[str, object]:
+    """``--max-rows 10 --fast`` -> {"max_rows": 10, "fast": True}."""
+    out: dict[str, object] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--"):
+            raise ValueError(f"expected an --option, got {tok!r}")
+        key, eq, value = tok[2:].partition("=")
+        key = key.replace("-", "_")
+        if eq:
+            out[key] = _parse_value(value)
+        elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            out[key] = _parse_value(tokens[i + 1])
+            i += 1
+        else:
+            out[key] = True
+        i += 1
+    return out
+
+
+def _import(args: argparse.Namespace) -> int:
+    try:
+        from distrec.data.importers import IMPORTERS
+    except ImportError as exc:
+        print(f"error: no importers available: {exc}", file=sys.stderr)
+        return 2
+    if args.format not in IMPORTERS:
+        print(f"error: unknown format {args.format!r}; known formats: {', '.join(sorted(IMPORTERS))}", file=sys.stderr)
+        return 2
+    try:
+        kwargs = parse_options(args.options)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        IMPORTERS[args.format](args.src, args.out, **kwargs)
+    except DistrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"imported {args.format} from {args.src} to {args.out}")
+    return 0

@@ -1,0 +1,22 @@
+"""Importers: public recommendation data sets -> distrec Parquet + feature schema.
+
+Each ``import_X(src, out, **options) -> FeatureSchema`` writes ``out/<split>/part-*.parquet``
+(atomically, part by part) and ``out/schema.yaml`` last; a failed import removes what it wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from distrec.data.importers.aliccp import import_aliccp
+from distrec.data.importers.criteo import import_criteo
+from distrec.data.importers.recbole import import_recbole
+from distrec.data.schema import FeatureSchema
+
+IMPORTERS: dict[str, Callable[..., FeatureSchema]] = {
+    "recbole": import_recbole,
+    "aliccp": import_aliccp,
+    "criteo": import_criteo,
+}
+
+__all__ = ["IMPORTERS", "import_aliccp", "import_criteo", "import_recbole"]

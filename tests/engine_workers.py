@@ -1,0 +1,111 @@
+"""Worker functions the engine tests run in spawned gloo processes (importable by the children)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+
+from distrec.data.reader import ParquetStreamReader, plan_units
+from distrec.data.schema import FeatureSchema
+from distrec.data.storage import list_parquet_files
+from distrec.recipes.ctr import build_model
+from distrec.train.checkpoint import load_checkpoint
+from distrec.train.distributed import seed_everything, worker_info
+from distrec.train.session import TrainSession
+
+
+def global_batches(cfg_dict: dict, global_batch: int) -> list:
+    """Every row of the training split, in file order, as batches of ``global_batch`` rows."""
+    cfg = OmegaConf.create(cfg_dict)
+    schema = FeatureSchema.load(cfg.data.schema)
+    units = plan_units(list_parquet_files(cfg.data.train))
+    return list(ParquetStreamReader(schema, units, global_batch))
+
+
+def local_slice(batch, rank: int, world: int):
+    """Rows [rank*b, (rank+1)*b) of a global batch: rank r's share of the same global batch."""
+    from distrec.data.batch import RecBatch
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    b = batch.batch_size // world
+    lo, hi = rank * b, (rank + 1) * b
+    per_key = batch.sparse.to_dict()
+    keys = batch.sparse.keys()
+    values, lengths = [], []
+    for key in keys:
+        jt = per_key[key]
+        offsets = jt.offsets()
+        values.append(jt.values()[offsets[lo]:offsets[hi]])
+        lengths.append(jt.lengths()[lo:hi])
+    sparse = KeyedJaggedTensor.from_lengths_sync(keys, torch.cat(values), torch.cat(lengths))
+    return RecBatch(batch.dense[lo:hi], sparse, batch.labels[lo:hi], batch.weights[lo:hi], batch.group_ids[lo:hi])
+
+
+def make_session(cfg, run_dir: str) -> TrainSession:
+    worker = worker_info(False)
+    seed_everything(cfg.run.seed)
+    schema = FeatureSchema.load(cfg.data.schema)
+    return TrainSession(cfg, build_model(cfg, schema), worker, run_dir, in_ray=False)
+
+
+def train_on_global_batches(rank: int, cfg_dict: dict, run_dir: str, global_batch: int,
+                            save_initial: bool) -> dict:
+    """Train over the same global batches whatever the world size; returns per-step global losses."""
+    cfg = OmegaConf.create(cfg_dict)
+    session = make_session(cfg, run_dir)
+    session.restore()
+    world = dist.get_world_size()
+    initial = session.checkpoint({}) if save_initial else None
+    batches = [local_slice(b, rank, world) for b in global_batches(cfg_dict, global_batch)]
+    losses = []
+    it = iter(batches)
+    for _ in batches:
+        outputs = session.pipeline.progress(it)
+        losses.append(session._mean_loss(outputs))
+        session.state.step += 1
+    final = session.checkpoint({})
+    session.close()
+    return {"losses": losses, "initial": initial, "final": final}
+
+
+def full_state(rank: int, cfg_dict: dict, checkpoints: list[str]) -> list[dict]:
+    """Each checkpoint loaded into a fresh model on this world size, as full CPU tensors."""
+    cfg = OmegaConf.create(cfg_dict)
+    states = []
+    for path in checkpoints:
+        session = make_session(cfg, "/nonexistent")
+        load_checkpoint(path, session.dmp)
+        states.append(gather_full_state(session.dmp))
+    return states
+
+
+def gather_full_state(dmp) -> dict:
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    out = {}
+    for key, value in dmp.state_dict().items():
+        if isinstance(value, ShardedTensor):
+            full = torch.zeros(value.size()) if dist.get_rank() == 0 else None
+            value.gather(dst=0, out=full)
+            out[key] = full
+        else:
+            out[key] = value.detach().clone()
+    return out
+
+
+def predict(rank: int, cfg_dict: dict, checkpoint: str, global_batch: int) -> list:
+    """Predictions of a checkpoint on the global batches (rank 0 returns them all, in order)."""
+    cfg = OmegaConf.create(cfg_dict)
+    session = make_session(cfg, "/nonexistent")
+    load_checkpoint(checkpoint, session.dmp)
+    session.dmp.eval()
+    world = dist.get_world_size()
+    preds = []
+    with torch.no_grad():
+        for batch in global_batches(cfg_dict, global_batch):
+            _, out = session.dmp(local_slice(batch, rank, world))
+            gathered = [torch.zeros_like(out["preds"]) for _ in range(world)]
+            dist.all_gather(gathered, out["preds"])
+            preds.append(torch.cat(gathered))
+    return torch.cat(preds).tolist() if rank == 0 else []
