@@ -109,3 +109,48 @@ def predict(rank: int, cfg_dict: dict, checkpoint: str, global_batch: int) -> li
             dist.all_gather(gathered, out["preds"])
             preds.append(torch.cat(gathered))
     return torch.cat(preds).tolist() if rank == 0 else []
+
+
+def train_steps(rank: int, cfg_dict: dict, run_dir: str, global_batch: int, steps: int) -> dict:
+    """Resume (if configured), train ``steps`` more global batches, checkpoint; returns losses."""
+    cfg = OmegaConf.create(cfg_dict)
+    session = make_session(cfg, run_dir)
+    session.restore()
+    world = dist.get_world_size()
+    batches = [local_slice(b, rank, world) for b in global_batches(cfg_dict, global_batch)]
+    start = session.state.step
+    it = iter(batches[start:start + steps])
+    losses = []
+    for _ in range(steps):
+        outputs = session.pipeline.progress(it)
+        losses.append(session._mean_loss(outputs))
+        session.state.step += 1
+        session.state.batch_in_epoch += 1
+    path = session.checkpoint({})
+    session.close()
+    return {"losses": losses, "checkpoint": path, "start": start}
+
+
+def failing_checkpoint(rank: int, cfg_dict: dict, run_dir: str) -> dict:
+    """Save one good checkpoint, then one whose DCP write dies midway; report what is visible."""
+    import distrec.train.checkpoint as ckpt
+
+    cfg = OmegaConf.create(cfg_dict)
+    session = make_session(cfg, run_dir)
+    good = session.checkpoint({})
+    real_save = ckpt.dcp.save
+
+    def dying_save(state, storage_writer):
+        real_save(state, storage_writer=storage_writer)
+        raise OSError("disk full (simulated)")
+
+    ckpt.dcp.save = dying_save
+    session.state.step = 7
+    error = None
+    try:
+        session.checkpoint({})
+    except OSError as exc:
+        error = str(exc)
+    finally:
+        ckpt.dcp.save = real_save
+    return {"good": good, "latest": ckpt.latest_checkpoint(run_dir), "error": error}

@@ -11,6 +11,9 @@ from distrec.data.batch import RecBatch
 from distrec.data.schema import FeatureSchema
 from distrec.errors import DataError
 
+_INT64 = pa.int64()
+_FLOAT32 = pa.float32()
+
 
 # --- schema check ------------------------------------------------------------------------------
 
@@ -66,35 +69,30 @@ def check_file_schema(arrow_schema: pa.Schema, schema: FeatureSchema, source: st
 # --- conversion --------------------------------------------------------------------------------
 
 
-def _array(batch: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
+def _chunks(batch: pa.RecordBatch | pa.Table, name: str) -> list[pa.Array]:
+    # Batches cut across row groups arrive as several chunks; each is converted in place and the
+    # pieces joined by the one concatenation a KJT needs anyway, never by an extra Arrow copy.
     col = batch.column(name)
-    if isinstance(col, pa.ChunkedArray):
-        col = col.chunks[0] if col.num_chunks == 1 else pa.concat_arrays(col.chunks)
-    return col
+    return col.chunks if isinstance(col, pa.ChunkedArray) else [col]
 
 
 def _ints(arr: pa.Array) -> np.ndarray:
-    if arr.type != pa.int64():
-        arr = arr.cast(pa.int64())
+    if arr.type != _INT64:
+        arr = arr.cast(_INT64)
     if arr.null_count:
         arr = arr.fill_null(0)
     return arr.to_numpy(zero_copy_only=False)
 
 
-def _floats(arr: pa.Array) -> np.ndarray:
-    if arr.type != pa.float32():
-        arr = arr.cast(pa.float32())
-    if arr.null_count:
-        arr = arr.fill_null(0.0)
-    return arr.to_numpy(zero_copy_only=False)
-
-
-def _scalar_ids(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    ids = _ints(arr)
-    if not arr.null_count:
-        return ids, np.ones(len(ids), dtype=np.int32)
-    valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    return ids[valid], valid.astype(np.int32)
+def _floats(chunks: list[pa.Array]) -> np.ndarray:
+    parts = []
+    for arr in chunks:
+        if arr.type != _FLOAT32:
+            arr = arr.cast(_FLOAT32)
+        if arr.null_count:
+            arr = arr.fill_null(0.0)
+        parts.append(arr.to_numpy(zero_copy_only=False))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _list_ids(arr: pa.Array, max_len: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -115,19 +113,36 @@ def _list_ids(arr: pa.Array, max_len: int | None) -> tuple[np.ndarray, np.ndarra
         keep = valid if keep is None else keep & valid
     values = _ints(child)
     if keep is None:
-        return values, lengths.astype(np.int32)
+        return values, lengths
     kept = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
-    return values[keep], (kept[rel[1:]] - kept[rel[:-1]]).astype(np.int32)
+    return values[keep], kept[rel[1:]] - kept[rel[:-1]]
 
 
-def _check_range(values: np.ndarray, num_embeddings: int, column: str, source: str) -> None:
-    if not len(values):
+def _sparse_fields(schema: FeatureSchema) -> list[tuple[str, int, bool, bool, int | None]]:
+    """(column, num_embeddings, hash, is_list, max_len) in KJT key order."""
+    fields = [(f.name, f.num_embeddings, f.hash, f.multi_hot, None) for f in schema.sparse]
+    for s in schema.sequence:
+        owner = schema.field(s.table)
+        fields.append((s.name, owner.num_embeddings, owner.hash, True, s.max_len))
+    return fields
+
+
+def _check_ranges(values: np.ndarray, key_sizes: list[int], fields: list, source: str) -> None:
+    """One vectorised min/max per key over the joined values; hashed keys are already in range."""
+    starts = np.concatenate(([0], np.cumsum(key_sizes)[:-1]))
+    nonempty = np.flatnonzero(np.asarray(key_sizes) > 0)
+    if not len(nonempty):
         return
-    lo, hi = int(values.min()), int(values.max())
-    if lo < 0 or hi >= num_embeddings:
-        bad = lo if lo < 0 else hi
+    lo = np.minimum.reduceat(values, starts[nonempty])
+    hi = np.maximum.reduceat(values, starts[nonempty])
+    bound = np.array([fields[k][1] for k in nonempty])
+    bad = np.flatnonzero((lo < 0) | (hi >= bound))
+    if len(bad):
+        k = bad[0]
+        name, num_embeddings = fields[nonempty[k]][:2]
+        value = int(lo[k]) if lo[k] < 0 else int(hi[k])
         raise DataError(
-            f"{source}: column '{column}' has id {bad} outside [0, {num_embeddings}) "
+            f"{source}: column '{name}' has id {value} outside [0, {num_embeddings}) "
             f"(num_embeddings={num_embeddings}); raise num_embeddings or set hash: true"
         )
 
@@ -135,45 +150,55 @@ def _check_range(values: np.ndarray, num_embeddings: int, column: str, source: s
 def arrow_to_batch(batch: pa.RecordBatch | pa.Table, schema: FeatureSchema, source: str) -> RecBatch:
     """Convert rows read from ``source`` into a RecBatch keyed by ``schema.sparse_names``."""
     n = batch.num_rows
-    values: list[np.ndarray] = []
-    lengths: list[np.ndarray] = []
-    fields = [(f.name, f.num_embeddings, f.hash, f.multi_hot, None) for f in schema.sparse]
-    for s in schema.sequence:
-        owner = schema.field(s.table)
-        fields.append((s.name, owner.num_embeddings, owner.hash, True, s.max_len))
-    for name, num_embeddings, hashed, is_list, max_len in fields:
-        arr = _array(batch, name)
-        ids, lens = _list_ids(arr, max_len) if is_list else _scalar_ids(arr)
-        if hashed:
-            ids = np.mod(ids, num_embeddings)
-        else:
-            _check_range(ids, num_embeddings, name, source)
-        values.append(ids)
-        lengths.append(lens)
+    fields = _sparse_fields(schema)
+    pieces: list[np.ndarray] = []
+    key_sizes: list[int] = []
+    lengths = np.ones(len(fields) * n, dtype=np.int32)  # scalar ids without nulls: one per row
+    for k, (name, num_embeddings, hashed, is_list, max_len) in enumerate(fields):
+        size, row = 0, k * n
+        for arr in _chunks(batch, name):
+            if is_list:
+                ids, lens = _list_ids(arr, max_len)
+                lengths[row : row + len(arr)] = lens
+            else:
+                ids = _ints(arr)
+                if arr.null_count:
+                    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+                    ids = ids[valid]
+                    lengths[row : row + len(arr)] = valid
+            if hashed:
+                ids = np.mod(ids, num_embeddings)
+            pieces.append(ids)
+            size += len(ids)
+            row += len(arr)
+        key_sizes.append(size)
+    values = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+    _check_ranges(values, key_sizes, fields, source)
     sparse = KeyedJaggedTensor(
         keys=schema.sparse_names,
-        values=torch.from_numpy(np.concatenate(values)),
-        lengths=torch.from_numpy(np.concatenate(lengths)),
+        values=torch.from_numpy(values),
+        lengths=torch.from_numpy(lengths),
         stride=n,
     )
 
-    dense = np.zeros((n, len(schema.dense)), dtype=np.float32)
+    dense = np.empty((n, len(schema.dense)), dtype=np.float32)
     for j, name in enumerate(schema.dense):
-        dense[:, j] = _floats(_array(batch, name))
+        dense[:, j] = _floats(_chunks(batch, name))
     labels = np.empty((n, len(schema.labels)), dtype=np.float32)
     for j, name in enumerate(schema.labels):
-        arr = _array(batch, name)
-        if arr.null_count:
-            raise DataError(f"{source}: label column '{name}' has {arr.null_count} null value(s)")
-        labels[:, j] = _floats(arr)
+        chunks = _chunks(batch, name)
+        nulls = sum(c.null_count for c in chunks)
+        if nulls:
+            raise DataError(f"{source}: label column '{name}' has {nulls} null value(s)")
+        labels[:, j] = _floats(chunks)
     if schema.group_key:
-        group_ids = torch.from_numpy(_ints(_array(batch, schema.group_key)).copy())
+        group_ids = np.concatenate([_ints(c) for c in _chunks(batch, schema.group_key)])
     else:
-        group_ids = torch.zeros(n, dtype=torch.int64)
+        group_ids = np.zeros(n, dtype=np.int64)
     return RecBatch(
         dense=torch.from_numpy(dense),
         sparse=sparse,
         labels=torch.from_numpy(labels),
         weights=torch.ones(n, dtype=torch.float32),
-        group_ids=group_ids,
+        group_ids=torch.from_numpy(group_ids),
     )

@@ -65,6 +65,7 @@ def import_aliccp(
     default glob matches nothing is skipped, but train must match at least one file.
     """
     opts = WriteOptions(row_group_size, rows_per_file, overwrite, progress_every_s)
+    output = ImportOutput(out, opts)
     splits = _split_files(src, {"train": train, "valid": valid, "test": test})
     headers = _headers(splits)
     header = next(iter(headers.values()))
@@ -91,7 +92,7 @@ def import_aliccp(
         group_key=names[USER_FIELD] if USER_FIELD in sparse else None,
     )
     types = {c: pa.string() for c in sparse} | {c: pa.float32() for c in dense + list(LABELS)}
-    with ImportOutput(out, opts) as output:
+    with output:
         for split, files in splits.items():
             writer = output.parts(split, arrow_schema)
             for path in files:
@@ -105,6 +106,7 @@ def import_aliccp(
                     line += batch.num_rows
                     progress.add(batch.num_rows)
                 progress.close()
+            writer.close()
         return output.finish(schema)
 
 

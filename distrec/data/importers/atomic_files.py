@@ -131,6 +131,7 @@ def side_features(
 
     ``id_vocab`` must already hold every id of the table. ``exclude`` columns become raw/text only.
     """
+    table = table.filter(pc.is_valid(table[id_column]))  # a row without id describes nothing
     n = id_vocab.num_embeddings
     ids = id_vocab.encode(table[id_column])
     pos = np.full(n, len(table), dtype=np.int64)  # len(table) = "no row": the appended default

@@ -48,14 +48,17 @@ def first_line(path: str) -> str:
     return line.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
-def count_lines(path: str) -> int:
-    """Number of non-empty-terminated lines, read in 16 MiB chunks (bounded memory)."""
+def count_lines(path: str, stop_after: int | None = None) -> int:
+    """Number of lines (a last one without a newline included), read in 16 MiB chunks; may stop
+    counting early once ``stop_after`` is reached (the result is then >= stop_after)."""
     fs, fs_path = filesystem(path)
     count, last = 0, b"\n"
     with fs.open(fs_path, "rb", compression="infer") as fh:
         while chunk := fh.read(16 << 20):
             count += chunk.count(b"\n")
             last = chunk[-1:]
+            if stop_after is not None and count >= stop_after:
+                return count
     return count + (last != b"\n")
 
 
@@ -286,6 +289,7 @@ class PartWriter:
         self._writer = None
         self._file_rows = 0
         self._parts = 0
+        self._closed = False
         self.rows = 0
 
     def write(self, table: pa.Table | pa.RecordBatch) -> None:
@@ -299,6 +303,9 @@ class PartWriter:
             self._flush(self._opts.row_group_size)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._pending_rows:
             self._flush(self._pending_rows)
         if self._parts == 0 and self._file is None:
@@ -343,9 +350,13 @@ class PartWriter:
 
 
 class ImportOutput:
-    """An importer's output directory. Use as a context manager: on error every file this import
-    committed is removed again (the part in flight was never renamed into place), so a failed
-    import leaves no part file behind; ``finish`` writes ``schema.yaml`` last."""
+    """An importer's output directory.
+
+    Create it first: it refuses a directory that holds an earlier import unless ``overwrite``.
+    Then use it as a context manager: entering removes the earlier import (schema.yaml first);
+    on error every file this import committed is removed again (the part in flight was never
+    renamed into place), so a failed import leaves no part file behind. ``finish`` closes the
+    writers and writes ``schema.yaml`` last: its presence marks a complete import."""
 
     SPLITS = ("train", "valid", "test", "sequences")
     FILES = ("items.parquet", "users.parquet")
@@ -356,18 +367,19 @@ class ImportOutput:
         self.fs, self._root = filesystem(self.out)
         self.committed: list[str] = []
         self._writers: list[PartWriter] = []
+        existing = self._existing()  # checked here, before an importer spends time reading
+        if existing and not options.overwrite:
+            raise DataError(
+                f"output {self.out} already holds an import ({len(existing)} file(s), e.g. "
+                f"{existing[0]}); choose an empty directory or pass overwrite=True"
+            )
 
     def path(self, rel: str) -> str:
         return f"{self._root}/{rel}"
 
     def __enter__(self) -> ImportOutput:
-        existing = self._existing()
-        if existing and not self.options.overwrite:
-            raise DataError(
-                f"output {self.out} already holds an import ({len(existing)} file(s), e.g. "
-                f"{existing[0]}); choose an empty directory or pass overwrite=True"
-            )
         schema_yaml = self.path("schema.yaml")
+        existing = self._existing()
         for p in sorted(existing, key=lambda p: p != schema_yaml):  # schema first: marks it stale
             self.fs.rm(p)
         return self

@@ -87,6 +87,7 @@ def import_recbole(
     """
     opts = WriteOptions(row_group_size, rows_per_file, overwrite, progress_every_s)
     _check_options(split, time_split, max_history, negatives_per_positive)
+    output = ImportOutput(out, opts)
     files = find_atomic_files(src)
     rng = np.random.default_rng(seed)
 
@@ -130,7 +131,7 @@ def import_recbole(
         labels=("click",),
         group_key="user_id",
     )
-    with ImportOutput(out, opts) as output:
+    with output:
         n_items = vocabs["item"].num_embeddings
         seen = np.unique(timeline.user * n_items + timeline.item) if negatives_per_positive else None
         row_schema = _rows_table(timeline, sides, *_empty_rows(timeline)).schema
@@ -140,7 +141,10 @@ def import_recbole(
             if shuffle and name == "train":
                 perm = rng.permutation(len(rows[0]))
                 rows = tuple(None if a is None else a[perm] for a in rows)
-            _write_rows(output.parts(name, row_schema), timeline, sides, rows, opts.row_group_size)
+            writer = output.parts(name, row_schema)
+            progress = Progress(f"{out}/{name}", opts.progress_every_s)
+            _write_rows(writer, timeline, sides, rows, opts.row_group_size, progress)
+            writer.close()
         _write_sequences(output.parts("sequences", _SEQUENCE_SCHEMA), timeline, opts.row_group_size)
         output.write_file("items.parquet", _side_file("item", vocabs["item"], sides["item"]))
         output.write_file("users.parquet", _side_file("user", vocabs["user"], sides["user"]))
@@ -317,10 +321,12 @@ def _rows_table(t: _Timeline, sides, src, item, click, rating) -> pa.Table:
     return pa.table(cols)
 
 
-def _write_rows(writer, t: _Timeline, sides, rows, chunk: int) -> None:
+def _write_rows(writer, t: _Timeline, sides, rows, chunk: int, progress: Progress) -> None:
     for start in range(0, len(rows[0]), chunk):
         part = [None if a is None else a[start : start + chunk] for a in rows]
         writer.write(_rows_table(t, sides, *part))
+        progress.add(len(part[0]))
+    progress.close()
 
 
 _SEQUENCE_SCHEMA = pa.schema([

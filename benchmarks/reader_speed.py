@@ -1,0 +1,123 @@
+"""Rows/s of distrec's Parquet reader (1 rank) vs raw pyarrow ``ParquetFile.iter_batches``.
+
+    python benchmarks/reader_speed.py [--rows 2000000] [--batch-size 4096]
+
+Writes synthetic data (Criteo-like: 26 sparse fields, one multi-hot, 13 dense) to a temp dir,
+then reads the same files and columns three ways, best of ``--repeats`` (warm page cache):
+  raw pyarrow      iter_batches over every row group, batches discarded
+  reader, decode   our reader with RecBatch construction stubbed out (planning + fixed-size batches)
+  reader, RecBatch our reader end to end (KeyedJaggedTensor, dense, labels)
+Prints a table and writes benchmarks/results/reader_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from distrec.config.schema import SynthConfig  # noqa: E402
+from distrec.data import reader as reader_mod  # noqa: E402
+from distrec.data.reader import ParquetStreamReader, plan_units  # noqa: E402
+from distrec.data.storage import list_parquet_files  # noqa: E402
+from distrec.data.synth import write_synthetic  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "reader_speed.json"
+
+
+def _best(fn, repeats: int) -> tuple[float, int]:
+    best, rows = float("inf"), 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        rows = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--rows-per-file", type=int, default=500_000)
+    parser.add_argument("--rows-per-row-group", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", default=None, help="reuse/keep data here (default: a temp dir)")
+    args = parser.parse_args()
+
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="distrec-reader-speed-")
+    cfg = SynthConfig(rows=args.rows, rows_per_file=args.rows_per_file, rows_per_row_group=args.rows_per_row_group,
+                      num_sparse=26, num_dense=13, num_embeddings=1_000_000, multi_hot=1, num_users=100_000)
+    try:
+        start = time.perf_counter()
+        schema = write_synthetic(data_dir, cfg, progress=True)
+        write_s = time.perf_counter() - start
+        files = list_parquet_files(data_dir)
+        units = plan_units(files, schema=schema)
+        bs, cols = args.batch_size, schema.columns
+
+        def raw() -> int:
+            n = 0
+            for f in files:
+                pf = pq.ParquetFile(f)
+                for b in pf.iter_batches(batch_size=bs, columns=cols):
+                    n += b.num_rows
+            return n
+
+        def ours() -> int:
+            return sum(b.batch_size for b in ParquetStreamReader(schema, units, bs))
+
+        def ours_decode_only() -> int:
+            with mock.patch.object(reader_mod, "arrow_to_batch", _row_count):
+                return sum(ParquetStreamReader(schema, units, bs))
+
+        results = {}
+        for name, fn in (("raw_pyarrow", raw), ("reader_decode_only", ours_decode_only), ("reader_to_recbatch", ours)):
+            secs, rows = _best(fn, args.repeats)
+            assert rows == args.rows, (name, rows)
+            results[name] = {"seconds": round(secs, 4), "rows_per_s": round(rows / secs)}
+        raw_rate = results["raw_pyarrow"]["rows_per_s"]
+        for r in results.values():
+            r["ratio_vs_raw"] = round(r["rows_per_s"] / raw_rate, 3)
+    finally:
+        if not args.data_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    report = {
+        "rows": args.rows,
+        "batch_size": bs,
+        "columns": len(cols),
+        "files": len(files),
+        "row_groups": len(units),
+        "synth_write_rows_per_s": round(args.rows / write_s),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, "
+                   f"pyarrow {pa.__version__}",
+        "results": results,
+    }
+    print(f"\n{args.rows:,} rows, {len(cols)} columns, batch {bs}, {len(files)} files, {len(units)} row groups")
+    print(f"{'':22}{'rows/s':>14}{'vs raw':>9}")
+    for name, r in results.items():
+        print(f"{name:22}{r['rows_per_s']:>14,}{r['ratio_vs_raw']:>9.2f}")
+    print(f"(synth wrote {report['synth_write_rows_per_s']:,} rows/s)")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+def _row_count(batch, schema, source) -> int:
+    return batch.num_rows
+
+
+if __name__ == "__main__":
+    main()
