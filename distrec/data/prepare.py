@@ -32,3 +32,15 @@ def prepare_data(cfg) -> None:
         valid_cfg = OmegaConf.merge(synth, {"rows": synth.valid_rows, "seed": synth.seed + 1})
         log.info("generating %d synthetic validation rows in %s", synth.valid_rows, cfg.data.valid)
         write_synthetic(cfg.data.valid, valid_cfg, s3_endpoint_url=endpoint)
+
+
+def check_inputs(cfg) -> None:
+    """Fail before any worker starts: the schema loads, and every train/valid file's footer and
+    columns match it (footers only, no rows are read)."""
+    from distrec.data.reader import plan_units
+    from distrec.data.schema import FeatureSchema
+
+    schema = FeatureSchema.load(cfg.data.schema)
+    for path in (cfg.data.train, cfg.data.valid):
+        if path:
+            plan_units(path, cfg.data.s3_endpoint_url, schema)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import heapq
 import math
+import queue
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +30,10 @@ from distrec.data.convert import arrow_to_batch, check_file_schema
 from distrec.data.schema import FeatureSchema
 from distrec.data.storage import arrow_filesystem, is_s3, list_parquet_files, storage_error
 from distrec.errors import DataError
+
+T = TypeVar("T")
+_PREFETCH_DEPTH = 4  # decoded batches buffered per stream
+_DECODE_THREADS = bool(int(__import__("os").environ.get("DT", "0")))
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,13 @@ class ParquetStreamReader(IterableDataset):
         return self._batches(units, skip_rows)
 
     def _batches(self, units: list[RowGroupUnit], skip_rows: int) -> Iterator[RecBatch]:
+        # Decoding (GIL released, in a thread) overlaps building RecBatches here, and I/O waits
+        # on object stores overlap the caller's training step.
+        for rows, source in _prefetch(self._row_slices(units, skip_rows), depth=_PREFETCH_DEPTH):
+            yield arrow_to_batch(rows, self.schema, source)
+
+    def _row_slices(self, units: list[RowGroupUnit], skip_rows: int) -> Iterator[tuple[pa.RecordBatch | pa.Table, str]]:
+        """Decoded rows cut into batch_size pieces (zero-copy slices), with the files they came from."""
         bs = self.batch_size
         files = _FileCache(self.s3_endpoint_url)
         pending: list[tuple[pa.RecordBatch, str]] = []
@@ -244,7 +258,7 @@ class ParquetStreamReader(IterableDataset):
         try:
             for u in units:
                 for rb in files.get(u.file).iter_batches(
-                    batch_size=bs, row_groups=[u.row_group], columns=self.schema.columns
+                    batch_size=bs, row_groups=[u.row_group], columns=self.schema.columns, use_threads=_DECODE_THREADS
                 ):
                     if skip_rows:
                         cut = min(skip_rows, rb.num_rows)
@@ -252,20 +266,19 @@ class ParquetStreamReader(IterableDataset):
                         if not rb.num_rows:
                             continue
                     if not pending and rb.num_rows == bs:
-                        yield arrow_to_batch(rb, self.schema, u.file)
+                        yield rb, u.file
                         continue
                     pending.append((rb, u.file))
                     pending_rows += rb.num_rows
                     while pending_rows >= bs:
                         table, source = _concat(pending)
-                        yield arrow_to_batch(table.slice(0, bs), self.schema, source)
+                        yield table.slice(0, bs), source
                         pending = [(b, source) for b in table.slice(bs).to_batches() if b.num_rows]
                         pending_rows -= bs
         finally:
             files.close()
         if pending_rows:
-            table, source = _concat(pending)
-            yield arrow_to_batch(table, self.schema, source)
+            yield _concat(pending)
 
 
 def _concat(pieces: list[tuple[pa.RecordBatch, str]]) -> tuple[pa.Table, str]:
@@ -276,6 +289,49 @@ def _concat(pieces: list[tuple[pa.RecordBatch, str]]) -> tuple[pa.Table, str]:
     # files may differ in int widths or nullability: promote to a common schema
     tables = [pa.Table.from_batches([b]) for b in batches]
     return pa.concat_tables(tables, promote_options="permissive"), source
+
+
+def _prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Run ``items`` in a background thread, at most ``depth`` ahead; its errors re-raise here."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="distrec-parquet-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = slots.get()
+            if ok:
+                yield item
+            elif item is None:
+                return
+            else:
+                raise item
+    finally:
+        stop.set()  # the consumer stopped early (or finished): let the producer exit
+        thread.join(timeout=10)
 
 
 def _round_robin(streams: list[Iterator[RecBatch]]) -> Iterator[RecBatch]:

@@ -15,7 +15,6 @@ from distrec.data.reader import (
     steps_per_epoch,
 )
 from distrec.data.schema import FeatureSchema
-from distrec.data.storage import list_parquet_files
 
 
 @dataclass
@@ -35,8 +34,7 @@ class DataFeed:
     @classmethod
     def open(cls, path: str, schema: FeatureSchema, batch_size: int, rank: int, world_size: int,
              seed: int, shuffle: bool, loader_workers: int, s3_endpoint_url: str | None) -> "DataFeed":
-        files = list_parquet_files(path, s3_endpoint_url)
-        units = plan_units(files, s3_endpoint_url)
+        units = plan_units(path, s3_endpoint_url, schema)
         return cls(schema, units, batch_size, rank, world_size, seed, shuffle, loader_workers, s3_endpoint_url)
 
     @property

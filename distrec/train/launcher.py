@@ -59,9 +59,10 @@ def run_training(cfg) -> dict:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from distrec.data.prepare import prepare_data
+    from distrec.data.prepare import check_inputs, prepare_data
 
     prepare_data(cfg)
+    check_inputs(cfg)
     out = run_dir(cfg)
     save_resolved_config(cfg, out)
     trainer_cfg = cfg.trainer
