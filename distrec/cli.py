@@ -42,14 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a config on Ray Train workers")
     run.add_argument("config")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.num_workers=2")
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(func=cmd_run)
 
     plan = sub.add_parser("plan", help="print the sharding plan and per-rank memory, no training")
     plan.add_argument("config")
     plan.add_argument("overrides", nargs="*")
     plan.add_argument("--world-size", type=int, default=None, help="default: trainer.num_workers")
     plan.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    plan.set_defaults(handler=cmd_plan)
+    plan.set_defaults(func=cmd_plan)
 
     try:
         from distrec.data.cli import register as register_data
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args) or 0
+        return args.func(args) or 0
     except DistrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

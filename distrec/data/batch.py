@@ -58,3 +58,24 @@ class RecBatch(Pipelineable):
             weights=self.weights.pin_memory(),
             group_ids=self.group_ids.pin_memory(),
         )
+
+
+def pad_rows(batch: RecBatch, size: int) -> RecBatch:
+    """``batch`` grown to ``size`` rows with weight-0 padding rows (empty bags, zero features).
+
+    TorchRec's sharded lookups expect the same batch size on every rank at every step, so the
+    partial batches at the end of an epoch are padded instead of being sent short.
+    """
+    pad = size - batch.batch_size
+    if pad <= 0:
+        return batch
+    keys = batch.sparse.keys()
+    lengths = batch.sparse.lengths().view(len(keys), batch.batch_size)
+    lengths = torch.cat([lengths, lengths.new_zeros(len(keys), pad)], dim=1).reshape(-1)
+    sparse = KeyedJaggedTensor(keys=keys, values=batch.sparse.values(), lengths=lengths,
+                               weights=batch.sparse.weights_or_none())
+
+    def grow(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t, t.new_zeros((pad, *t.shape[1:]))])
+
+    return RecBatch(grow(batch.dense), sparse, grow(batch.labels), grow(batch.weights), grow(batch.group_ids))

@@ -69,11 +69,13 @@ def check_file_schema(arrow_schema: pa.Schema, schema: FeatureSchema, source: st
 # --- conversion --------------------------------------------------------------------------------
 
 
-def _chunks(batch: pa.RecordBatch | pa.Table, name: str) -> list[pa.Array]:
+def _columns(batch: pa.RecordBatch | pa.Table) -> dict[str, list[pa.Array]]:
     # Batches cut across row groups arrive as several chunks; each is converted in place and the
     # pieces joined by the one concatenation a KJT needs anyway, never by an extra Arrow copy.
-    col = batch.column(name)
-    return col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    cols = batch.columns
+    if isinstance(batch, pa.Table):
+        return {name: col.chunks for name, col in zip(batch.column_names, cols)}
+    return {name: [col] for name, col in zip(batch.schema.names, cols)}
 
 
 def _ints(arr: pa.Array) -> np.ndarray:
@@ -128,19 +130,21 @@ def _sparse_fields(schema: FeatureSchema) -> list[tuple[str, int, bool, bool, in
 
 
 def _check_ranges(values: np.ndarray, key_sizes: list[int], fields: list, source: str) -> None:
-    """One vectorised min/max per key over the joined values; hashed keys are already in range."""
+    """One vectorised pass over the joined values; hashed keys are already in range."""
     starts = np.concatenate(([0], np.cumsum(key_sizes)[:-1]))
     nonempty = np.flatnonzero(np.asarray(key_sizes) > 0)
     if not len(nonempty):
         return
-    lo = np.minimum.reduceat(values, starts[nonempty])
-    hi = np.maximum.reduceat(values, starts[nonempty])
-    bound = np.array([fields[k][1] for k in nonempty])
-    bad = np.flatnonzero((lo < 0) | (hi >= bound))
+    # as uint64, a negative id is huge: one max per key catches both ends
+    hi = np.maximum.reduceat(values.view(np.uint64), starts[nonempty])
+    bound = np.array([fields[k][1] for k in nonempty], dtype=np.uint64)
+    bad = np.flatnonzero(hi >= bound)
     if len(bad):
-        k = bad[0]
-        name, num_embeddings = fields[nonempty[k]][:2]
-        value = int(lo[k]) if lo[k] < 0 else int(hi[k])
+        k = nonempty[bad[0]]
+        name, num_embeddings = fields[k][:2]
+        key_values = values[starts[k] : starts[k] + key_sizes[k]]
+        lo = int(key_values.min())
+        value = lo if lo < 0 else int(key_values.max())
         raise DataError(
             f"{source}: column '{name}' has id {value} outside [0, {num_embeddings}) "
             f"(num_embeddings={num_embeddings}); raise num_embeddings or set hash: true"
@@ -150,13 +154,14 @@ def _check_ranges(values: np.ndarray, key_sizes: list[int], fields: list, source
 def arrow_to_batch(batch: pa.RecordBatch | pa.Table, schema: FeatureSchema, source: str) -> RecBatch:
     """Convert rows read from ``source`` into a RecBatch keyed by ``schema.sparse_names``."""
     n = batch.num_rows
+    columns = _columns(batch)
     fields = _sparse_fields(schema)
     pieces: list[np.ndarray] = []
     key_sizes: list[int] = []
     lengths = np.ones(len(fields) * n, dtype=np.int32)  # scalar ids without nulls: one per row
     for k, (name, num_embeddings, hashed, is_list, max_len) in enumerate(fields):
         size, row = 0, k * n
-        for arr in _chunks(batch, name):
+        for arr in columns[name]:
             if is_list:
                 ids, lens = _list_ids(arr, max_len)
                 lengths[row : row + len(arr)] = lens
@@ -183,16 +188,16 @@ def arrow_to_batch(batch: pa.RecordBatch | pa.Table, schema: FeatureSchema, sour
 
     dense = np.empty((n, len(schema.dense)), dtype=np.float32)
     for j, name in enumerate(schema.dense):
-        dense[:, j] = _floats(_chunks(batch, name))
+        dense[:, j] = _floats(columns[name])
     labels = np.empty((n, len(schema.labels)), dtype=np.float32)
     for j, name in enumerate(schema.labels):
-        chunks = _chunks(batch, name)
+        chunks = columns[name]
         nulls = sum(c.null_count for c in chunks)
         if nulls:
             raise DataError(f"{source}: label column '{name}' has {nulls} null value(s)")
         labels[:, j] = _floats(chunks)
     if schema.group_key:
-        group_ids = np.concatenate([_ints(c) for c in _chunks(batch, schema.group_key)])
+        group_ids = np.concatenate([_ints(c) for c in columns[schema.group_key]])
     else:
         group_ids = np.zeros(n, dtype=np.int64)
     return RecBatch(

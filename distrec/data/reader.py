@@ -32,7 +32,8 @@ from distrec.data.storage import arrow_filesystem, is_s3, list_parquet_files, st
 from distrec.errors import DataError
 
 T = TypeVar("T")
-_PREFETCH_DEPTH = 4  # decoded batches buffered per stream
+_PREFETCH_DEPTH = 4  # batches buffered ahead per stream
+_DECODE_BATCHES, _DECODE_ROWS = 8, 65536  # decode up to 8 batches (at most 64k rows) at a time
 _DECODE_THREADS = bool(int(__import__("os").environ.get("DT", "0")))
 
 
@@ -250,31 +251,37 @@ class ParquetStreamReader(IterableDataset):
             yield arrow_to_batch(rows, self.schema, source)
 
     def _row_slices(self, units: list[RowGroupUnit], skip_rows: int) -> Iterator[tuple[pa.RecordBatch | pa.Table, str]]:
-        """Decoded rows cut into batch_size pieces (zero-copy slices), with the files they came from."""
+        """Decoded rows cut into batch_size pieces (zero-copy slices), with the files they came from.
+
+        Decoding several batches at a time keeps most pieces inside one decoded chunk; only a
+        piece that straddles two chunks (or files) is assembled from parts."""
         bs = self.batch_size
+        decode_rows = bs * max(1, min(_DECODE_BATCHES, _DECODE_ROWS // bs))
         files = _FileCache(self.s3_endpoint_url)
         pending: list[tuple[pa.RecordBatch, str]] = []
         pending_rows = 0
         try:
             for u in units:
                 for rb in files.get(u.file).iter_batches(
-                    batch_size=bs, row_groups=[u.row_group], columns=self.schema.columns, use_threads=_DECODE_THREADS
+                    batch_size=decode_rows, row_groups=[u.row_group], columns=self.schema.columns,
+                    use_threads=_DECODE_THREADS,
                 ):
-                    if skip_rows:
-                        cut = min(skip_rows, rb.num_rows)
-                        rb, skip_rows = rb.slice(cut), skip_rows - cut
-                        if not rb.num_rows:
+                    pos = min(skip_rows, rb.num_rows)
+                    skip_rows -= pos
+                    if pending_rows and pos < rb.num_rows:
+                        head = rb.slice(pos, bs - pending_rows)
+                        pending.append((head, u.file))
+                        pending_rows += head.num_rows
+                        pos += head.num_rows
+                        if pending_rows < bs:
                             continue
-                    if not pending and rb.num_rows == bs:
-                        yield rb, u.file
-                        continue
-                    pending.append((rb, u.file))
-                    pending_rows += rb.num_rows
-                    while pending_rows >= bs:
-                        table, source = _concat(pending)
-                        yield table.slice(0, bs), source
-                        pending = [(b, source) for b in table.slice(bs).to_batches() if b.num_rows]
-                        pending_rows -= bs
+                        yield _concat(pending)
+                        pending, pending_rows = [], 0
+                    while rb.num_rows - pos >= bs:
+                        yield rb.slice(pos, bs), u.file
+                        pos += bs
+                    if pos < rb.num_rows:
+                        pending, pending_rows = [(rb.slice(pos), u.file)], rb.num_rows - pos
         finally:
             files.close()
         if pending_rows:

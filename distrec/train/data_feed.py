@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from distrec.data.batch import RecBatch
+from distrec.data.batch import RecBatch, pad_rows
 from distrec.data.reader import (
     ParquetStreamReader,
     RowGroupUnit,
@@ -47,10 +47,12 @@ class DataFeed:
                                self.shuffle, self.loader_workers)
 
     def batches(self, epoch: int, start_batch: int = 0) -> Iterator[RecBatch]:
-        """This rank's batches, padded with weight-0 batches so every rank runs ``steps`` steps."""
+        """This rank's batches, each exactly ``batch_size`` rows (short ones padded with weight-0
+        rows), then weight-0 batches until every rank has run the same number of steps."""
         reader = ParquetStreamReader(
             self.schema, self.units, self.batch_size, rank=self.rank, world_size=self.world_size,
             epoch=epoch, seed=self.seed, shuffle=self.shuffle, s3_endpoint_url=self.s3_endpoint_url,
             start_batch=start_batch, num_loader_workers=self.loader_workers,
         )
-        return pad_to_steps(make_loader(reader), self.steps(epoch) - start_batch, self.schema)
+        padded = pad_to_steps(make_loader(reader), self.steps(epoch) - start_batch, self.schema)
+        return (pad_rows(batch, self.batch_size) for batch in padded)
