@@ -28,7 +28,9 @@ def cmd_run(args) -> int:
 def cmd_plan(args) -> int:
     from distrec.data.prepare import prepare_data
     from distrec.plan_report import build_plan_report
+    from distrec.train.progress import configure_logging
 
+    configure_logging()
     cfg = _config(args)
     prepare_data(cfg)
     print(build_plan_report(cfg, args.world_size, args.device))

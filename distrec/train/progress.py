@@ -32,6 +32,7 @@ def configure_logging() -> None:
         ours.propagate = False
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("torchrec.distributed.planner").setLevel(logging.ERROR)  # "use TopologyFactory"
     warnings.filterwarnings("ignore", module=r"torchrec\..*")
     warnings.filterwarnings("ignore", message=r".*(TopologyFactory|is_fx_tracing|dense tensor size).*")
 
