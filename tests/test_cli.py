@@ -82,3 +82,22 @@ def test_wrong_column_type_names_column(tmp_path, capsys, synth_data):
     pq.write_table(table, victim)
     err = run_fails(tmp_path, capsys, *data_overrides(synth_data))
     assert "c2" in err and "part-00000.parquet" in err and "string" in err
+
+
+@pytest.mark.parametrize("kind", ["data_parallel", "table_row_wise"])
+def test_plan_honours_every_sharding_type(tmp_path, capsys, kind):
+    data = tmp_path / "data"
+    tables = ["user_id"] + [f"c{i}" for i in range(6)]
+    overrides = [f"sharding.tables.{t}.sharding_types=[{kind}]" for t in tables]
+    assert main(["plan", "configs/ctr/smoke.yaml", *data_overrides(data), *overrides]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(tuple(tables))]
+    assert rows and {row[1] for row in rows} == {kind}
+    assert {int(row[2]) for row in rows if row[0] == "c0"} == {0, 1}  # on both ranks
+
+
+def test_unknown_sharding_type(tmp_path, capsys):
+    code = main(["plan", "configs/ctr/smoke.yaml", *data_overrides(tmp_path / "data"),
+                 "sharding.tables.c0.sharding_types=[row_wsie]"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "sharding.tables.c0" in err and "row_wsie" in err and "row_wise" in err

@@ -32,7 +32,7 @@ def all_tables(sharding_type: str) -> list[str]:
     return [f"sharding.tables.{n}.sharding_types=[{sharding_type}]" for n in names]
 
 
-@pytest.mark.parametrize("sharding_type", ["table_wise", "row_wise", "column_wise"])
+@pytest.mark.parametrize("sharding_type", ["table_wise", "row_wise", "column_wise", "table_row_wise"])
 def test_two_worker_sharded_matches_one_worker(tmp_path, sharding_type):
     base = tiny_ctr_config(tmp_path)
     one = OmegaConf.to_container(base, resolve=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import posixpath
 import re
-import tempfile
 import typing
 from typing import Any, Iterable
 
@@ -62,22 +62,14 @@ def load_config(path: str, overrides: Iterable[str] = ()) -> DictConfig:
 
 
 def save_resolved_config(cfg: DictConfig, run_dir: str) -> str:
-    """Write the resolved config (secrets redacted) to ``<run_dir>/config.yaml`` atomically."""
-    if "://" in str(run_dir):
-        raise ConfigError(f"save_resolved_config needs a local run directory, got {run_dir}")
-    os.makedirs(run_dir, exist_ok=True)
-    target = os.path.join(run_dir, "config.yaml")
-    text = OmegaConf.to_yaml(OmegaConf.create(redact_secrets(config_to_dict(cfg))))
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".yaml.tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write the resolved config (secrets redacted) to ``<run_dir>/config.yaml`` atomically,
+    on a local disk or any fsspec URL (``s3://``)."""
+    from distrec.data.storage import filesystem, write_text_atomic
+
+    fs, path = filesystem(run_dir, cfg.data.s3_endpoint_url)
+    fs.makedirs(path, exist_ok=True)
+    target = posixpath.join(run_dir, "config.yaml")
+    write_text_atomic(target, OmegaConf.to_yaml(OmegaConf.create(redact_secrets(config_to_dict(cfg)))), fs)
     return target
 
 

@@ -1,6 +1,14 @@
-"""Arrow record batches -> RecBatch, vectorised with numpy (no per-row Python)."""
+"""Arrow record batches -> RecBatch, vectorised with numpy (no per-row Python).
+
+Conversion has two steps so a reader can decode big Arrow chunks and cut many batches from
+each: ``decode_rows`` turns Arrow columns into checked numpy arrays once per chunk, and
+``assemble`` builds a RecBatch from row ranges of one or more decoded chunks (slices and one
+concatenation of the ids, which a KeyedJaggedTensor needs contiguous anyway).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -69,13 +77,24 @@ def check_file_schema(arrow_schema: pa.Schema, schema: FeatureSchema, source: st
 # --- conversion --------------------------------------------------------------------------------
 
 
-def _columns(batch: pa.RecordBatch | pa.Table) -> dict[str, list[pa.Array]]:
-    # Batches cut across row groups arrive as several chunks; each is converted in place and the
-    # pieces joined by the one concatenation a KJT needs anyway, never by an extra Arrow copy.
-    cols = batch.columns
-    if isinstance(batch, pa.Table):
-        return {name: col.chunks for name, col in zip(batch.column_names, cols)}
-    return {name: [col] for name, col in zip(batch.schema.names, cols)}
+@dataclass
+class DecodedRows:
+    """Rows of one Arrow batch as numpy. Sparse key k: ``values[k]`` holds its ids, and row i's
+    ids are ``values[k][offsets[k][i]:offsets[k][i + 1]]`` (``offsets[k]`` None: one id per row)."""
+
+    num_rows: int
+    values: list[np.ndarray]
+    offsets: list[np.ndarray | None]
+    dense: np.ndarray  # [n, n_dense] float32
+    labels: np.ndarray  # [n, n_labels] float32
+    group_ids: np.ndarray  # [n] int64
+
+
+def _chunks(batch: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
+    col = batch.column(name)
+    if isinstance(col, pa.ChunkedArray):
+        col = col.chunks[0] if col.num_chunks == 1 else pa.concat_arrays(col.chunks)
+    return col
 
 
 def _ints(arr: pa.Array) -> np.ndarray:
@@ -86,28 +105,25 @@ def _ints(arr: pa.Array) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False)
 
 
-def _floats(chunks: list[pa.Array]) -> np.ndarray:
-    parts = []
-    for arr in chunks:
-        if arr.type != _FLOAT32:
-            arr = arr.cast(_FLOAT32)
-        if arr.null_count:
-            arr = arr.fill_null(0.0)
-        parts.append(arr.to_numpy(zero_copy_only=False))
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+def _floats(arr: pa.Array) -> np.ndarray:
+    if arr.type != _FLOAT32:
+        arr = arr.cast(_FLOAT32)
+    if arr.null_count:
+        arr = arr.fill_null(0.0)
+    return arr.to_numpy(zero_copy_only=False)
 
 
 def _list_ids(arr: pa.Array, max_len: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, row offsets into ids) of a list column; sequences keep their last max_len items."""
     offsets = arr.offsets.to_numpy().astype(np.int64)  # already shifted for sliced arrays
     start, end = int(offsets[0]), int(offsets[-1])
     child = arr.values.slice(start, end - start)
     rel = offsets - start
-    lengths = np.diff(rel)
     keep = None
     if arr.null_count:  # a null list may still own child entries: drop them
-        keep = np.repeat(arr.is_valid().to_numpy(zero_copy_only=False), lengths)
-    if max_len is not None and len(lengths) and lengths.max() > max_len:
-        row_end = np.repeat(rel[1:], lengths)
+        keep = np.repeat(arr.is_valid().to_numpy(zero_copy_only=False), np.diff(rel))
+    if max_len is not None and len(rel) > 1 and np.diff(rel).max() > max_len:
+        row_end = np.repeat(rel[1:], np.diff(rel))
         last = np.arange(end - start) >= row_end - max_len  # the last max_len items of each row
         keep = last if keep is None else keep & last
     if child.null_count:
@@ -115,9 +131,9 @@ def _list_ids(arr: pa.Array, max_len: int | None) -> tuple[np.ndarray, np.ndarra
         keep = valid if keep is None else keep & valid
     values = _ints(child)
     if keep is None:
-        return values, lengths
+        return values, rel
     kept = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
-    return values[keep], kept[rel[1:]] - kept[rel[:-1]]
+    return values[keep], kept[rel]
 
 
 def _sparse_fields(schema: FeatureSchema) -> list[tuple[str, int, bool, bool, int | None]]:
@@ -129,81 +145,90 @@ def _sparse_fields(schema: FeatureSchema) -> list[tuple[str, int, bool, bool, in
     return fields
 
 
-def _check_ranges(values: np.ndarray, key_sizes: list[int], fields: list, source: str) -> None:
-    """One vectorised pass over the joined values; hashed keys are already in range."""
-    starts = np.concatenate(([0], np.cumsum(key_sizes)[:-1]))
-    nonempty = np.flatnonzero(np.asarray(key_sizes) > 0)
-    if not len(nonempty):
-        return
-    # as uint64, a negative id is huge: one max per key catches both ends
-    hi = np.maximum.reduceat(values.view(np.uint64), starts[nonempty])
-    bound = np.array([fields[k][1] for k in nonempty], dtype=np.uint64)
-    bad = np.flatnonzero(hi >= bound)
-    if len(bad):
-        k = nonempty[bad[0]]
-        name, num_embeddings = fields[k][:2]
-        key_values = values[starts[k] : starts[k] + key_sizes[k]]
-        lo = int(key_values.min())
-        value = lo if lo < 0 else int(key_values.max())
+def _check_range(ids: np.ndarray, num_embeddings: int, column: str, source: str) -> None:
+    # as uint64 a negative id is huge, so one max catches both ends
+    if len(ids) and ids.view(np.uint64).max() >= num_embeddings:
+        lo = int(ids.min())
+        bad = lo if lo < 0 else int(ids.max())
         raise DataError(
-            f"{source}: column '{name}' has id {value} outside [0, {num_embeddings}) "
+            f"{source}: column '{column}' has id {bad} outside [0, {num_embeddings}) "
             f"(num_embeddings={num_embeddings}); raise num_embeddings or set hash: true"
         )
 
 
-def arrow_to_batch(batch: pa.RecordBatch | pa.Table, schema: FeatureSchema, source: str) -> RecBatch:
-    """Convert rows read from ``source`` into a RecBatch keyed by ``schema.sparse_names``."""
+def decode_rows(batch: pa.RecordBatch | pa.Table, schema: FeatureSchema, source: str) -> DecodedRows:
+    """Arrow columns -> checked numpy arrays; errors name ``source``, the column and the value."""
     n = batch.num_rows
-    columns = _columns(batch)
-    fields = _sparse_fields(schema)
+    values: list[np.ndarray] = []
+    offsets: list[np.ndarray | None] = []
+    for name, num_embeddings, hashed, is_list, max_len in _sparse_fields(schema):
+        arr = _chunks(batch, name)
+        if is_list:
+            ids, offs = _list_ids(arr, max_len)
+        else:
+            ids, offs = _ints(arr), None
+            if arr.null_count:
+                valid = arr.is_valid().to_numpy(zero_copy_only=False)
+                ids = ids[valid]
+                offs = np.concatenate(([0], np.cumsum(valid, dtype=np.int64)))
+        if hashed:
+            ids = np.mod(ids, num_embeddings)
+        else:
+            _check_range(ids, num_embeddings, name, source)
+        values.append(ids)
+        offsets.append(offs)
+    dense = np.empty((n, len(schema.dense)), dtype=np.float32)
+    for j, name in enumerate(schema.dense):
+        dense[:, j] = _floats(_chunks(batch, name))
+    labels = np.empty((n, len(schema.labels)), dtype=np.float32)
+    for j, name in enumerate(schema.labels):
+        arr = _chunks(batch, name)
+        if arr.null_count:
+            raise DataError(f"{source}: label column '{name}' has {arr.null_count} null value(s)")
+        labels[:, j] = _floats(arr)
+    if schema.group_key:
+        group_ids = np.array(_ints(_chunks(batch, schema.group_key)))  # a writable copy for torch
+    else:
+        group_ids = np.zeros(n, dtype=np.int64)
+    return DecodedRows(n, values, offsets, dense, labels, group_ids)
+
+
+def _rows(parts: list[tuple[DecodedRows, int, int]], attr: str) -> np.ndarray:
+    arrays = [getattr(d, attr)[r0:r1] for d, r0, r1 in parts]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def assemble(parts: list[tuple[DecodedRows, int, int]], schema: FeatureSchema) -> RecBatch:
+    """A RecBatch of rows ``r0:r1`` of each decoded chunk, in order."""
+    n = sum(r1 - r0 for _, r0, r1 in parts)
+    keys = schema.sparse_names
     pieces: list[np.ndarray] = []
-    key_sizes: list[int] = []
-    lengths = np.ones(len(fields) * n, dtype=np.int32)  # scalar ids without nulls: one per row
-    for k, (name, num_embeddings, hashed, is_list, max_len) in enumerate(fields):
-        size, row = 0, k * n
-        for arr in columns[name]:
-            if is_list:
-                ids, lens = _list_ids(arr, max_len)
-                lengths[row : row + len(arr)] = lens
+    lengths = np.ones(len(keys) * n, dtype=np.int32)  # scalar ids without nulls: one per row
+    for k in range(len(keys)):
+        row = k * n
+        for d, r0, r1 in parts:
+            offs = d.offsets[k]
+            if offs is None:
+                pieces.append(d.values[k][r0:r1])
             else:
-                ids = _ints(arr)
-                if arr.null_count:
-                    valid = arr.is_valid().to_numpy(zero_copy_only=False)
-                    ids = ids[valid]
-                    lengths[row : row + len(arr)] = valid
-            if hashed:
-                ids = np.mod(ids, num_embeddings)
-            pieces.append(ids)
-            size += len(ids)
-            row += len(arr)
-        key_sizes.append(size)
-    values = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-    _check_ranges(values, key_sizes, fields, source)
+                pieces.append(d.values[k][offs[r0] : offs[r1]])
+                lengths[row : row + r1 - r0] = np.diff(offs[r0 : r1 + 1])
+            row += r1 - r0
     sparse = KeyedJaggedTensor(
-        keys=schema.sparse_names,
-        values=torch.from_numpy(values),
+        keys=keys,
+        values=torch.from_numpy(np.concatenate(pieces) if pieces else np.zeros(0, np.int64)),
         lengths=torch.from_numpy(lengths),
         stride=n,
     )
-
-    dense = np.empty((n, len(schema.dense)), dtype=np.float32)
-    for j, name in enumerate(schema.dense):
-        dense[:, j] = _floats(columns[name])
-    labels = np.empty((n, len(schema.labels)), dtype=np.float32)
-    for j, name in enumerate(schema.labels):
-        chunks = columns[name]
-        nulls = sum(c.null_count for c in chunks)
-        if nulls:
-            raise DataError(f"{source}: label column '{name}' has {nulls} null value(s)")
-        labels[:, j] = _floats(chunks)
-    if schema.group_key:
-        group_ids = np.concatenate([_ints(c) for c in columns[schema.group_key]])
-    else:
-        group_ids = np.zeros(n, dtype=np.int64)
     return RecBatch(
-        dense=torch.from_numpy(dense),
+        dense=torch.from_numpy(_rows(parts, "dense")),
         sparse=sparse,
-        labels=torch.from_numpy(labels),
+        labels=torch.from_numpy(_rows(parts, "labels")),
         weights=torch.ones(n, dtype=torch.float32),
-        group_ids=torch.from_numpy(group_ids),
+        group_ids=torch.from_numpy(_rows(parts, "group_ids")),
     )
+
+
+def arrow_to_batch(batch: pa.RecordBatch | pa.Table, schema: FeatureSchema, source: str) -> RecBatch:
+    """Convert rows read from ``source`` into a RecBatch keyed by ``schema.sparse_names``."""
+    return assemble([(decode_rows(batch, schema, source), 0, batch.num_rows)], schema)
