@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ def s3_server() -> Iterator[str]:
     """The endpoint URL of a local S3 server; fake credentials are set in os.environ."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
     saved = {k: os.environ.get(k) for k in _FAKE_ENV}
     os.environ.update(_FAKE_ENV)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

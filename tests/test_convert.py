@@ -123,6 +123,10 @@ def test_wrong_type_and_missing_column_caught_when_planning(tmp_path):
     short = _write(tmp_path / "short.parquet", _table().drop_columns(["g"]))
     with pytest.raises(DataError, match=r"short\.parquet: column 'g'.*missing"):
         ParquetStreamReader(SCHEMA, [good, short], batch_size=2)
+    # units planned without a schema are still checked when the reader opens each file
+    reader = ParquetStreamReader(SCHEMA, plan_units([good, short]), batch_size=2)
+    with pytest.raises(DataError, match=r"short\.parquet: column 'g'.*missing"):
+        list(reader)
 
 
 def test_bad_id_raised_while_reading(tmp_path):
@@ -157,3 +161,17 @@ def test_unreachable_s3_endpoint_fails_fast(monkeypatch):
     with pytest.raises(DataError, match=rf"s3://bkt/train/a\.parquet.*{endpoint}"):
         plan_units(["s3://bkt/train/a.parquet"], endpoint)
     assert time.monotonic() - start < 30
+
+
+def test_reader_batches_straddling_row_groups_match_one_conversion(tmp_path):
+    """Nulls, lists and sequences cut into batches across row groups join back to the whole."""
+    table = pa.concat_tables([_table()] * 5).combine_chunks()
+    f = _write(tmp_path / "many.parquet", table, row_group_size=7)
+    whole = arrow_to_batch(table, SCHEMA, f).sparse.to_dict()
+    batches = list(ParquetStreamReader(SCHEMA, [f], batch_size=3))
+    assert [b.batch_size for b in batches] == [3] * 6 + [2]
+    for key, jt in whole.items():
+        parts = [b.sparse.to_dict()[key] for b in batches]
+        assert torch.cat([p.values() for p in parts]).tolist() == jt.values().tolist(), key
+        assert torch.cat([p.lengths() for p in parts]).tolist() == jt.lengths().tolist(), key
+    assert torch.cat([b.dense for b in batches]).flatten().tolist() == [0.5, 0.0, 2.0, 1.0] * 5

@@ -23,9 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for f in fields(SynthConfig):
         if f.name == "valid_rows":
             continue  # callers write validation data as a second dataset with another seed
-        synth.add_argument(
-            f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name)
-        )
+        default = getattr(defaults, f.name)
+        synth.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default)
     synth.add_argument("--s3-endpoint-url", default=None)
     synth.add_argument("--no-progress", action="store_true")
     synth.set_defaults(func=_synth)
@@ -44,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from distrec.data.synth import write_synthetic
 
-    cfg = SynthConfig(**{f.name: getattr(args, f.name) for f in fields(SynthConfig) if f.name != "valid_rows"})
+    cfg = SynthConfig(
+        **{f.name: getattr(args, f.name) for f in fields(SynthConfig) if f.name != "valid_rows"}
+    )
     try:
         write_synthetic(args.out, cfg, s3_endpoint_url=args.s3_endpoint_url, progress=not args.no_progress)
     except DistrecError as exc:
@@ -91,7 +92,8 @@ def _import(args: argparse.Namespace) -> int:
         print(f"error: no importers available: {exc}", file=sys.stderr)
         return 2
     if args.format not in IMPORTERS:
-        print(f"error: unknown format {args.format!r}; known formats: {', '.join(sorted(IMPORTERS))}", file=sys.stderr)
+        known = ", ".join(sorted(IMPORTERS))
+        print(f"error: unknown format {args.format!r}; known formats: {known}", file=sys.stderr)
         return 2
     try:
         kwargs = parse_options(args.options)

@@ -74,6 +74,17 @@ def check_file_schema(arrow_schema: pa.Schema, schema: FeatureSchema, source: st
             )
 
 
+def arrow_schema(schema: FeatureSchema) -> pa.Schema:
+    """The Arrow types ``decode_rows`` reads without a cast; check_file_schema-valid files cast to it."""
+    types = {f.name: pa.list_(_INT64) if f.multi_hot else _INT64 for f in schema.sparse}
+    types.update({s.name: pa.list_(_INT64) for s in schema.sequence})
+    types.update({d: _FLOAT32 for d in schema.dense})
+    types.update({lab: _FLOAT32 for lab in schema.labels})
+    if schema.group_key and schema.group_key not in types:
+        types[schema.group_key] = _INT64
+    return pa.schema([(name, types[name]) for name in schema.columns])
+
+
 # --- conversion --------------------------------------------------------------------------------
 
 

@@ -4,37 +4,42 @@ Work is split in Parquet row groups ("units"): every rank plans the same units f
 footers, assigns them to ranks the same way (balanced by rows), then splits its share across
 DataLoader workers (unit j -> worker j % num_workers). Each worker streams its row groups with
 pyarrow and cuts them into fixed-size batches, so every row is read exactly once per epoch.
+
+Memory per stream stays within a few decode chunks (each up to 4 batches or 64k rows): the
+scanner's readahead and the chunk being cut into batches.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-import queue
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.batch import RecBatch
-from distrec.data.convert import arrow_to_batch, check_file_schema
+from distrec.data.convert import DecodedRows, arrow_schema, assemble, check_file_schema, decode_rows
 from distrec.data.schema import FeatureSchema
 from distrec.data.storage import arrow_filesystem, is_s3, list_parquet_files, storage_error
 from distrec.errors import DataError
 
-T = TypeVar("T")
-_PREFETCH_DEPTH = 4  # batches buffered ahead per stream
-_DECODE_BATCHES, _DECODE_ROWS = 8, 65536  # decode up to 8 batches (at most 64k rows) at a time
-_DECODE_THREADS = True  # pyarrow decodes columns in parallel (GIL released)
+_DECODE_BATCHES, _DECODE_ROWS = 4, 65536  # decode up to 4 batches (at most 64k rows) at a time
+_READAHEAD_BATCHES, _READAHEAD_ROW_GROUPS = 2, 1  # scanner readahead: bounds memory
+# Local files stream page by page; object stores fetch a row group's columns in a few big reads.
+_FORMAT, _FORMAT_OBJECT_STORE = (
+    ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=b))
+    for b in (False, True)
+)
+_checked: set[tuple[str, FeatureSchema]] = set()  # (file, schema) pairs this process has checked
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ def plan_units(
     # Footers are small reads dominated by latency on object stores: fetch several at once.
     with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
         per_file = list(pool.map(lambda f: _file_units(f, s3_endpoint_url, schema), files))
+    if schema is not None:
+        _checked.update((f, schema) for f in files)
     return [u for units in per_file for u in units]
 
 
@@ -245,100 +252,92 @@ class ParquetStreamReader(IterableDataset):
         return self._batches(units, skip_rows)
 
     def _batches(self, units: list[RowGroupUnit], skip_rows: int) -> Iterator[RecBatch]:
-        # Decoding (GIL released, in a thread) overlaps building RecBatches here, and I/O waits
-        # on object stores overlap the caller's training step.
-        for rows, source in _prefetch(self._row_slices(units, skip_rows), depth=_PREFETCH_DEPTH):
-            yield arrow_to_batch(rows, self.schema, source)
-
-    def _row_slices(self, units: list[RowGroupUnit], skip_rows: int) -> Iterator[tuple[pa.RecordBatch | pa.Table, str]]:
-        """Decoded rows cut into batch_size pieces (zero-copy slices), with the files they came from.
-
-        Decoding several batches at a time keeps most pieces inside one decoded chunk; only a
-        piece that straddles two chunks (or files) is assembled from parts."""
         bs = self.batch_size
-        decode_rows = bs * max(1, min(_DECODE_BATCHES, _DECODE_ROWS // bs))
-        files = _FileCache(self.s3_endpoint_url)
-        pending: list[tuple[pa.RecordBatch, str]] = []
+        pending: list[tuple[DecodedRows, int, int]] = []
         pending_rows = 0
-        try:
-            for u in units:
-                for rb in files.get(u.file).iter_batches(
-                    batch_size=decode_rows, row_groups=[u.row_group], columns=self.schema.columns,
-                    use_threads=_DECODE_THREADS,
-                ):
-                    pos = min(skip_rows, rb.num_rows)
-                    skip_rows -= pos
-                    if pending_rows and pos < rb.num_rows:
-                        head = rb.slice(pos, bs - pending_rows)
-                        pending.append((head, u.file))
-                        pending_rows += head.num_rows
-                        pos += head.num_rows
-                        if pending_rows < bs:
-                            continue
-                        yield _concat(pending)
-                        pending, pending_rows = [], 0
-                    while rb.num_rows - pos >= bs:
-                        yield rb.slice(pos, bs), u.file
-                        pos += bs
-                    if pos < rb.num_rows:
-                        pending, pending_rows = [(rb.slice(pos), u.file)], rb.num_rows - pos
-        finally:
-            files.close()
-        if pending_rows:
-            yield _concat(pending)
-
-
-def _concat(pieces: list[tuple[pa.RecordBatch, str]]) -> tuple[pa.Table, str]:
-    batches = [b for b, _ in pieces]
-    source = ", ".join(dict.fromkeys(src for _, src in pieces))
-    if all(b.schema == batches[0].schema for b in batches):
-        return pa.Table.from_batches(batches), source
-    # files may differ in int widths or nullability: promote to a common schema
-    tables = [pa.Table.from_batches([b]) for b in batches]
-    return pa.concat_tables(tables, promote_options="permissive"), source
-
-
-def _prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
-    """Run ``items`` in a background thread, at most ``depth`` ahead; its errors re-raise here."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(entry) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
+        for rb, file in self._scan(units):
+            pos = min(skip_rows, rb.num_rows)  # a resumed stream's partly skipped row group
+            skip_rows -= pos
+            n = rb.num_rows
+            if pos == n:
                 continue
-        return False
+            rows = decode_rows(rb, self.schema, file)
+            if pending_rows:  # a batch straddling two chunks takes a range of each
+                take = min(bs - pending_rows, n - pos)
+                pending.append((rows, pos, pos + take))
+                pending_rows += take
+                pos += take
+                if pending_rows < bs:
+                    continue
+                yield assemble(pending, self.schema)
+                pending, pending_rows = [], 0
+            while n - pos >= bs:
+                yield assemble([(rows, pos, pos + bs)], self.schema)
+                pos += bs
+            if pos < n:
+                pending, pending_rows = [(rows, pos, n)], n - pos
+        if pending_rows:
+            yield assemble(pending, self.schema)
 
-    def produce() -> None:
+    def _scan(self, units: list[RowGroupUnit]) -> Iterator[tuple[pa.RecordBatch, str]]:
+        """Decoded chunks of ``units`` in order, with the file each came from.
+
+        pyarrow's dataset scanner decodes ahead in its own threads (no GIL), overlapping our
+        conversion and, on object stores, the caller's training step. It fills columns a file
+        lacks with nulls, so every file is checked against the schema first."""
+        check_files({u.file for u in units}, self.schema, self.s3_endpoint_url)
+        chunk_rows = self.batch_size * max(1, min(_DECODE_BATCHES, _DECODE_ROWS // self.batch_size))
+        target = arrow_schema(self.schema)
+        for fs, run in _runs_by_filesystem(units, self.s3_endpoint_url):
+            urls = {path: u.file for path, u in run}
+            fmt = _FORMAT_OBJECT_STORE if isinstance(fs, pafs.S3FileSystem) else _FORMAT
+            fragments = [fmt.make_fragment(path, fs, row_groups=[u.row_group]) for path, u in run]
+            scanner = ds.FileSystemDataset(fragments, target, fmt, fs).scanner(
+                columns=self.schema.columns, batch_size=chunk_rows, use_threads=True,
+                batch_readahead=_READAHEAD_BATCHES, fragment_readahead=_READAHEAD_ROW_GROUPS,
+            )
+            try:
+                for tagged in scanner.scan_batches():
+                    yield tagged.record_batch, urls[tagged.fragment.path]
+            except (pa.ArrowInvalid, OSError) as exc:
+                files = sorted(set(urls.values()))
+                named = ", ".join(files[:3]) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
+                raise DataError(f"cannot read {named}: {exc}") from None
+
+
+def _runs_by_filesystem(
+    units: list[RowGroupUnit], s3_endpoint_url: str | None
+) -> Iterator[tuple[pafs.FileSystem, list[tuple[str, RowGroupUnit]]]]:
+    """Consecutive units that one pyarrow filesystem reads (normally all of them)."""
+    run: list[tuple[str, RowGroupUnit]] = []
+    run_fs = None
+    for u in units:
+        fs, path = arrow_filesystem(u.file, s3_endpoint_url)
+        if run and not fs.equals(run_fs):
+            yield run_fs, run
+            run = []
+        run_fs = fs
+        run.append((path, u))
+    if run:
+        yield run_fs, run
+
+
+def check_files(files: Iterable[str], schema: FeatureSchema, s3_endpoint_url: str | None = None) -> None:
+    """Check each file's footer schema against ``schema`` (once per process and file)."""
+    todo = sorted(f for f in set(files) if (f, schema) not in _checked)
+    if not todo:
+        return
+
+    def check(file: str) -> None:
+        pf = _open_parquet(file, s3_endpoint_url)
         try:
-            for item in items:
-                if not put((True, item)):
-                    return
-            put((False, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            put((False, exc))
+            check_file_schema(pf.schema_arrow, schema, file)
         finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
+            pf.close()
 
-    thread = threading.Thread(target=produce, name="distrec-parquet-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = slots.get()
-            if ok:
-                yield item
-            elif item is None:
-                return
-            else:
-                raise item
-    finally:
-        stop.set()  # the consumer stopped early (or finished): let the producer exit
-        thread.join(timeout=10)
+    with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
+        list(pool.map(check, todo))
+    _checked.update((f, schema) for f in todo)
 
 
 def _round_robin(streams: list[Iterator[RecBatch]]) -> Iterator[RecBatch]:
@@ -352,28 +351,6 @@ def _round_robin(streams: list[Iterator[RecBatch]]) -> Iterator[RecBatch]:
                 yield batch
                 still.append(stream)
         active = still
-
-
-class _FileCache:
-    """A few open Parquet files, so consecutive row groups of one file reuse its footer."""
-
-    def __init__(self, s3_endpoint_url: str | None, size: int = 4) -> None:
-        self._open: OrderedDict[str, pq.ParquetFile] = OrderedDict()
-        self._endpoint = s3_endpoint_url
-        self._size = size
-
-    def get(self, file: str) -> pq.ParquetFile:
-        if file in self._open:
-            self._open.move_to_end(file)
-            return self._open[file]
-        if len(self._open) >= self._size:
-            self._open.popitem(last=False)[1].close()
-        pf = self._open[file] = _open_parquet(file, self._endpoint)
-        return pf
-
-    def close(self) -> None:
-        while self._open:
-            self._open.popitem()[1].close()
 
 
 # --- loading and padding -----------------------------------------------------------------------
