@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
 from distrec.errors import DistrecError
+
+# Modules adding command groups; each has register(subparsers) and must import heavy
+# libraries only inside its handlers, so `distrec --help` stays fast.
+COMMAND_MODULES = [
+    "distrec.data.cli",
+]
 
 
 def _config(args):
@@ -53,12 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--device", choices=["cpu", "cuda"], default=None)
     plan.set_defaults(func=cmd_plan)
 
-    try:
-        from distrec.data.cli import register as register_data
-    except ImportError:
-        register_data = None
-    if register_data:
-        register_data(sub)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

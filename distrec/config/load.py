@@ -19,7 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from distrec.config.schema import MODEL_CONFIGS, DistrecConfig
+from distrec.config.schema import DistrecConfig, recipe_sections
 from distrec.errors import ConfigError
 
 COMMAND_LINE = "command line"
@@ -33,17 +33,18 @@ def load_config(path: str, overrides: Iterable[str] = ()) -> DictConfig:
     layers = _file_layers(str(path), stack=())
     layers += [(f"{COMMAND_LINE} ({item})", _parse_override(item)) for item in overrides]
 
-    model_cls = _model_class(layers)
+    sections = _recipe_sections(layers)
     for source, raw in layers:
-        _check_keys(raw, DistrecConfig, "", source, model_cls)
+        _check_keys(raw, DistrecConfig, "", source, sections)
 
     cfg = OmegaConf.structured(DistrecConfig)
-    cfg.model = OmegaConf.structured(model_cls)
+    for name, section_cls in sections.items():
+        cfg[name] = OmegaConf.structured(section_cls)
     for source, raw in layers:
         try:
             cfg = OmegaConf.merge(cfg, raw)
         except OmegaConfBaseException as e:
-            raise _type_error(e, source, model_cls) from None
+            raise _type_error(e, source, sections) from None
 
     try:  # interpolations stay live in cfg; resolve a copy only to check them
         missing = sorted(OmegaConf.missing_keys(cfg))
@@ -135,25 +136,23 @@ def _parse_override(item: str) -> dict:
         raise ConfigError(f"invalid override '{item}' on the {COMMAND_LINE}: {_first_line(e)}") from None
 
 
-def _model_class(layers: list[Layer]) -> type:
+def _recipe_sections(layers: list[Layer]) -> dict[str, type]:
     recipe = DistrecConfig().run.recipe
     for _, raw in layers:
         run = raw.get("run")
         if isinstance(run, dict) and "recipe" in run:
             recipe = run["recipe"]
-    if recipe not in MODEL_CONFIGS:
-        raise ConfigError(f"unknown recipe run.recipe={recipe!r}; known recipes: {', '.join(MODEL_CONFIGS)}")
-    return MODEL_CONFIGS[recipe]
+    return recipe_sections(str(recipe))
 
 
 # --- validation ------------------------------------------------------------------------------
 
 
-def _field_types(cls: type, model_cls: type) -> dict[str, Any]:
+def _field_types(cls: type, sections: dict[str, type]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     types = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
     if cls is DistrecConfig:
-        types["model"] = model_cls
+        types.update(sections)
     return types
 
 
@@ -165,9 +164,9 @@ def _unwrap(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _check_keys(raw: dict, cls: type, prefix: str, source: str, model_cls: type) -> None:
+def _check_keys(raw: dict, cls: type, prefix: str, source: str, sections: dict[str, type]) -> None:
     """Raise ConfigError for any key of ``raw`` (recursively) that ``cls`` does not declare."""
-    types = _field_types(cls, model_cls)
+    types = _field_types(cls, sections)
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
         if key not in types:
@@ -177,7 +176,7 @@ def _check_keys(raw: dict, cls: type, prefix: str, source: str, model_cls: type)
         tp, optional = _unwrap(types[key])
         if dataclasses.is_dataclass(tp):
             if isinstance(value, dict):
-                _check_keys(value, tp, f"{dotted}.", source, model_cls)
+                _check_keys(value, tp, f"{dotted}.", source, sections)
             elif not (value is None and optional) and not _is_interpolation(value):
                 raise ConfigError(
                     f"config key '{dotted}' in {source}: expected a mapping of {tp.__name__} "
@@ -188,14 +187,14 @@ def _check_keys(raw: dict, cls: type, prefix: str, source: str, model_cls: type)
             if dataclasses.is_dataclass(item_tp):
                 for name, item in value.items():
                     if isinstance(item, dict):
-                        _check_keys(item, item_tp, f"{dotted}.{name}.", source, model_cls)
+                        _check_keys(item, item_tp, f"{dotted}.{name}.", source, sections)
 
 
 def _is_interpolation(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("${")
 
 
-def _expected_type(full_key: str, model_cls: type) -> str:
+def _expected_type(full_key: str, sections: dict[str, type]) -> str:
     """Declared type of a dotted key such as ``sharding.tables.t.embedding_dim`` or ``a.b[0]``."""
     tp: Any = DistrecConfig
     for part in re.findall(r"[^.\[\]]+|\[\d+\]", full_key):
@@ -203,7 +202,7 @@ def _expected_type(full_key: str, model_cls: type) -> str:
         if part.startswith("["):
             tp = (typing.get_args(base) or (Any,))[0]
         elif dataclasses.is_dataclass(base):
-            tp = _field_types(base, model_cls).get(part, Any)
+            tp = _field_types(base, sections).get(part, Any)
         elif typing.get_origin(base) is dict:
             tp = typing.get_args(base)[1]
         else:
@@ -211,9 +210,9 @@ def _expected_type(full_key: str, model_cls: type) -> str:
     return getattr(tp, "__name__", None) if isinstance(tp, type) else str(tp).replace("typing.", "")
 
 
-def _type_error(e: OmegaConfBaseException, source: str, model_cls: type) -> ConfigError:
+def _type_error(e: OmegaConfBaseException, source: str, sections: dict[str, type]) -> ConfigError:
     key = getattr(e, "full_key", None) or "?"
-    expected = _expected_type(key, model_cls) if key != "?" else "?"
+    expected = _expected_type(key, sections) if key != "?" else "?"
     return ConfigError(
         f"invalid value for config key '{key}' in {source}: expected {expected}, "
         f"got {getattr(e, 'value', None)!r} ({_first_line(e)})"

@@ -1,11 +1,12 @@
 """Typed config sections. A YAML config is merged onto these; any key not declared here is an error.
 
-Recipes that need their own model section register a dataclass in ``MODEL_CONFIGS`` under the
-recipe name given in ``run.recipe``.
+The ``model`` and ``method`` sections are typed per recipe (``run.recipe``): see
+``recipe_sections``.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -127,12 +128,43 @@ class MetricsConfig:
 class DistrecConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    model: Any = None  # typed by MODEL_CONFIGS[run.recipe]
+    model: Any = None  # typed by the recipe: recipe_sections(run.recipe)["model"]
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     embedding_optimizer: EmbeddingOptimizerConfig = field(default_factory=EmbeddingOptimizerConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    method: Any = None  # method-specific settings, typed by recipe_sections(run.recipe)["method"]
 
 
-MODEL_CONFIGS: Dict[str, type] = {"ctr": CtrModelConfig}
+@dataclass
+class NoMethodConfig:
+    """For recipes without method-specific settings: any key under ``method`` is an error."""
+
+
+RECIPE_SECTIONS: Dict[str, Dict[str, type]] = {
+    "ctr": {"model": CtrModelConfig, "method": NoMethodConfig},
+}
+KNOWN_RECIPES = ("ctr", "egean", "msd", "stackrec", "conure")
+
+
+def recipe_sections(recipe: str) -> Dict[str, type]:
+    """The typed ``model`` and ``method`` sections of ``recipe``.
+
+    Recipes other than ``ctr`` declare them as ``ModelConfig`` (and optionally ``MethodConfig``)
+    dataclasses in ``distrec/config/<recipe>.py``.
+    """
+    if recipe in RECIPE_SECTIONS:
+        return RECIPE_SECTIONS[recipe]
+    module_name = f"distrec.config.{recipe}"
+    try:
+        module = importlib.import_module(module_name) if recipe.isidentifier() else None
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        module = None
+    if module is None or not hasattr(module, "ModelConfig"):
+        from distrec.errors import ConfigError
+
+        raise ConfigError(f"unknown recipe run.recipe={recipe!r}; known recipes: {', '.join(KNOWN_RECIPES)}")
+    return {"model": module.ModelConfig, "method": getattr(module, "MethodConfig", NoMethodConfig)}

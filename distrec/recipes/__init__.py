@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import importlib
 
-RECIPES = {"ctr": "distrec.recipes.ctr"}
+RECIPES = {
+    "ctr": "distrec.recipes.ctr",
+    "egean": "distrec.recipes.egean",
+    "msd": "distrec.recipes.msd",
+    "stackrec": "distrec.recipes.stackrec",
+    "conure": "distrec.recipes.conure",
+}
 
 
 def recipe_module(name: str):
