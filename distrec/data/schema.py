@@ -6,14 +6,16 @@ Example (every key except ``sparse``/``labels`` is optional)::
       - {name: user_id, num_embeddings: 944}
       - {name: item_id, num_embeddings: 100000, hash: true}   # ids taken modulo num_embeddings
       - {name: genres, num_embeddings: 20, multi_hot: true}
-    sequence:                      # list<int64> histories looked up in another field's table
-      - {name: hist_item_id, table: item_id, max_len: 50}
+    sequence:                      # list<int64> histories, truncated to their last max_len ids
+      - {name: hist_item_id, table: item_id, max_len: 50}     # looked up in item_id's table
+      - {name: item_seq, num_embeddings: 1683, max_len: 200}  # or owning a table of its own
     dense: [price, age]            # float columns
-    labels: [click]                # float/int columns, first one is the main label
+    labels: [click]                # float/int columns, first one is the main label (may be
+                                   # empty for self-supervised sequence data)
     group_key: user_id             # int64 column grouping rows for GAUC
 
-Every sparse field owns a table named after it unless ``table`` names another sparse field's
-table; sequence fields always share a sparse field's table.
+Every sparse field owns a table named after it unless ``table`` names another field's table;
+a sequence field either owns a table (``num_embeddings``) or shares another field's (``table``).
 """
 
 from __future__ import annotations
@@ -44,8 +46,13 @@ class SparseField:
 @dataclass(frozen=True)
 class SequenceField:
     name: str
-    table: str
+    table: str | None = None
     max_len: int = 50
+    num_embeddings: int | None = None
+
+    @property
+    def owns_table(self) -> bool:
+        return self.num_embeddings is not None
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,23 @@ class FeatureSchema:
             by_table.setdefault(f.table_name, []).append(f.name)
             sizes[f.table_name] = max(sizes.get(f.table_name, 0), f.num_embeddings)
         for s in self.sequence:
-            by_table[self.field(s.table).table_name].append(s.name)
+            if s.owns_table:
+                by_table.setdefault(s.name, []).append(s.name)
+                sizes[s.name] = s.num_embeddings
+        for s in self.sequence:
+            if not s.owns_table:
+                by_table[self.table_of(s.table)].append(s.name)
         return [TableSpec(t, sizes[t], tuple(names)) for t, names in by_table.items()]
+
+    def table_of(self, feature: str) -> str:
+        """The table a sparse or sequence feature is looked up in."""
+        for f in self.sparse:
+            if f.name == feature:
+                return f.table_name
+        for s in self.sequence:
+            if s.name == feature:
+                return s.name if s.owns_table else self.table_of(s.table)
+        raise KeyError(feature)
 
     def field(self, name: str) -> SparseField:
         for f in self.sparse:
@@ -184,15 +206,13 @@ def _compact(d: dict[str, Any], kind: type) -> dict[str, Any]:
 
 def _validate(schema: FeatureSchema) -> None:
     src = schema.source
-    if not schema.sparse:
-        raise DataError(f"feature schema {src}: needs at least one 'sparse' field")
-    if not schema.labels:
-        raise DataError(f"feature schema {src}: needs at least one label column in 'labels'")
+    if not schema.sparse and not schema.sequence:
+        raise DataError(f"feature schema {src}: needs at least one 'sparse' or 'sequence' field")
     names = schema.sparse_names + list(schema.dense) + list(schema.labels)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataError(f"feature schema {src}: column(s) {dupes} appear more than once")
-    owners = {f.name for f in schema.sparse}
+    owners = {f.name for f in schema.sparse} | {s.name for s in schema.sequence if s.owns_table}
     for f in schema.sparse:
         if not isinstance(f.num_embeddings, int) or f.num_embeddings <= 0:
             raise DataError(
@@ -205,10 +225,17 @@ def _validate(schema: FeatureSchema) -> None:
                 f"which is not a sparse field ({sorted(owners)})"
             )
     for s in schema.sequence:
-        if s.table not in owners:
+        if s.owns_table == (s.table is not None):
+            raise DataError(
+                f"feature schema {src}: sequence field '{s.name}' needs exactly one of "
+                f"'num_embeddings' (its own table) or 'table' (another field's)"
+            )
+        if s.owns_table and s.num_embeddings <= 0:
+            raise DataError(f"feature schema {src}: sequence field '{s.name}' needs num_embeddings > 0")
+        if s.table is not None and s.table not in owners:
             raise DataError(
                 f"feature schema {src}: sequence field '{s.name}' uses table '{s.table}', "
-                f"which is not a sparse field ({sorted(owners)})"
+                f"which no field owns ({sorted(owners)})"
             )
         if s.max_len <= 0:
             raise DataError(f"feature schema {src}: sequence field '{s.name}' needs max_len > 0")
