@@ -129,7 +129,7 @@ class FeatureSchema:
         if self.dense:
             out["dense"] = list(self.dense)
         if self.sequence:
-            out["sequence"] = [asdict(s) for s in self.sequence]
+            out["sequence"] = [_compact(asdict(s), SequenceField) for s in self.sequence]
         if self.group_key:
             out["group_key"] = self.group_key
         return out
