@@ -111,9 +111,9 @@ class TrainerConfig:
     eval_every: int = 0  # steps; 0: evaluate at the end of each epoch
     checkpoint_every: int = 0  # steps; 0: checkpoint at the end of each epoch
     keep_checkpoints: int = 2
-    pipeline: bool = True  # TorchRec TrainPipelineSparseDist (overlaps input dist with compute)
     max_failures: int = 0  # Ray Train FailureConfig: worker-group restarts before giving up
     nan_policy: str = "error"  # error | skip (skip the update of a step whose loss is NaN/inf)
+    fail_at_step: int = -1  # fault drill: the last rank dies once at this step (-1: never)
     timeout_s: int = 3600  # a run that takes longer is stopped
 
 

@@ -151,6 +151,9 @@ def _sparse_fields(schema: FeatureSchema) -> list[tuple[str, int, bool, bool, in
     """(column, num_embeddings, hash, is_list, max_len) in KJT key order."""
     fields = [(f.name, f.num_embeddings, f.hash, f.multi_hot, None) for f in schema.sparse]
     for s in schema.sequence:
+        if s.owns_table:  # a table of its own: ids are checked against it, never hashed
+            fields.append((s.name, s.num_embeddings, False, True, s.max_len))
+            continue
         owner = schema.field(s.table)
         fields.append((s.name, owner.num_embeddings, owner.hash, True, s.max_len))
     return fields

@@ -63,6 +63,8 @@ def train_worker(cfg, in_ray: bool = False) -> dict:
     while session.state.epoch < cfg.trainer.epochs:
         finished = session.train_epoch(train, progress)
         metrics = {"samples_per_s": progress.last_samples_per_s}
+        if finished:
+            metrics["epoch_rows"] = session.last_epoch_rows
         if valid is not None:
             metrics.update(evaluate(session, valid, cfg.metrics.names))
         session.checkpoint(metrics)

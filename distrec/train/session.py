@@ -4,9 +4,12 @@ checkpoints and reports. Recipes build a model and drive epochs through it."""
 from __future__ import annotations
 
 import logging
+import os
+import posixpath
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import fsspec
 import torch
 import torch.distributed as dist
 
@@ -26,6 +29,7 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of ``epoch`` already trained (the reader resumes after them)
     step: int = 0
+    rows_in_epoch: int = 0  # real rows of ``epoch`` trained by all ranks, as of the last sync
 
 
 class TrainSession:
@@ -42,25 +46,38 @@ class TrainSession:
         self.state = TrainState()
         self.sink = MetricsSink(run_dir, worker.is_chief, cfg.metrics.tensorboard)
         self.last_checkpoint: str | None = None
+        self.last_epoch_rows = 0  # real rows trained in the last finished epoch, all ranks
+        self._unsynced_rows = 0  # this rank's real rows since the last sync
 
     # --- start ---------------------------------------------------------------------------
     def restore(self) -> None:
-        """``run.resume``: continue from the run's latest checkpoint (weights, optimizer, position).
+        """Continue from a checkpoint (weights, optimizer state, reader position): the one Ray Train
+        hands a restarted worker group after a failure, else with ``run.resume`` the run's latest.
         ``run.init_from``: start from another checkpoint's weights only."""
-        if self.cfg.run.resume:
+        path = self._ray_restart_checkpoint()
+        if path is None and self.cfg.run.resume:
             path = latest_checkpoint(self.run_dir)
             if path is None:
-                log.info("run.resume=true but %s has no checkpoint yet: starting fresh", self.run_dir)
-            else:
-                meta = load_checkpoint(path, self.dmp, self.opt.optimizer, self.opt.engine)
-                self.state = TrainState(meta["epoch"], meta["batch_in_epoch"], meta["step"])
-                self.last_checkpoint = path
-                self._log(f"resumed from {path} at epoch {self.state.epoch}, step {self.state.step} "
-                          f"(optimizer state {'restored' if meta['optimizer_restored'] else 'fresh'})")
-                return
+                self._log(f"run.resume=true but {self.run_dir} has no checkpoint yet: starting fresh")
+        if path is not None:
+            meta = load_checkpoint(path, self.dmp, self.opt.optimizer, self.opt.engine)
+            self.state = TrainState(meta["epoch"], meta["batch_in_epoch"], meta["step"],
+                                    meta.get("rows_in_epoch", 0))
+            self.last_checkpoint = path
+            self._log(f"resumed from {path} at epoch {self.state.epoch}, step {self.state.step} "
+                      f"(optimizer state {'restored' if meta['optimizer_restored'] else 'fresh'})")
+            return
         if self.cfg.run.init_from:
             load_checkpoint(self.cfg.run.init_from, self.dmp, None, self.opt.engine)
             self._log(f"initialised model weights from {self.cfg.run.init_from}")
+
+    def _ray_restart_checkpoint(self) -> str | None:
+        if not self.in_ray:
+            return None
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        return checkpoint.path if checkpoint is not None else None
 
     # --- train ---------------------------------------------------------------------------
     def train_epoch(self, feed: DataFeed, progress: ProgressMeter) -> bool:
@@ -76,12 +93,44 @@ class TrainSession:
             outputs = self.pipeline.progress(batches)
             self.state.batch_in_epoch += 1
             self.state.step += 1
-            progress.step(self.state.step, self._mean_loss(outputs) if self._is_log_step(progress) else None, epoch)
+            if "weights" in outputs:
+                self._unsynced_rows += int((outputs["weights"] > 0).sum())
+            self._maybe_inject_failure()
+            if self._is_log_step(progress):
+                loss = self._mean_loss(outputs)
+                progress.step(self.state.step, loss, epoch)
+                self.sink.write({"loss": loss, "samples_per_s": progress.last_samples_per_s},
+                                self.state.step, prefix="train/")
+            else:
+                progress.step(self.state.step, None, epoch)
             if trainer.checkpoint_every and self.state.step % trainer.checkpoint_every == 0:
                 self.checkpoint({"train_loss": float(outputs["loss"])})
+        self._sync_rows()
+        self.last_epoch_rows = self.state.rows_in_epoch
         self.state.epoch += 1
         self.state.batch_in_epoch = 0
+        self.state.rows_in_epoch = 0
         return True
+
+    def _sync_rows(self) -> None:
+        """Add every rank's rows trained since the last sync to ``state.rows_in_epoch``."""
+        t = torch.tensor([self._unsynced_rows], dtype=torch.int64)
+        if dist.is_initialized():
+            dist.all_reduce(t)
+        self.state.rows_in_epoch += int(t.item())
+        self._unsynced_rows = 0
+
+    def _maybe_inject_failure(self) -> None:
+        """``trainer.fail_at_step``: the last rank dies once at that step (fault-tolerance drills)."""
+        if self.cfg.trainer.fail_at_step != self.state.step or self.worker.rank != self.worker.world_size - 1:
+            return
+        marker = posixpath.join(self.run_dir, f".failed-at-step-{self.state.step}")
+        fs, path = fsspec.core.url_to_fs(marker)
+        if fs.exists(path):
+            return
+        fs.pipe_file(path, b"injected")
+        log.error("trainer.fail_at_step=%d: killing rank %d now", self.state.step, self.worker.rank)
+        os._exit(17)
 
     def _is_log_step(self, progress: ProgressMeter) -> bool:
         return self.state.step % progress.log_every == 0 or self.state.step == progress.total_steps
@@ -108,6 +157,7 @@ class TrainSession:
 
     # --- save and report -----------------------------------------------------------------
     def checkpoint(self, metrics: dict) -> str:
+        self._sync_rows()
         path = save_checkpoint(
             self.run_dir, self.state.step, self.dmp, self.opt.optimizer, self.opt.engine,
             meta=asdict(self.state), keep=self.cfg.trainer.keep_checkpoints,

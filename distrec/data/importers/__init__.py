@@ -11,12 +11,14 @@ from collections.abc import Callable
 from distrec.data.importers.aliccp import import_aliccp
 from distrec.data.importers.criteo import import_criteo
 from distrec.data.importers.recbole import import_recbole
+from distrec.data.importers.sessions import import_sessions
 from distrec.data.schema import FeatureSchema
 
 IMPORTERS: dict[str, Callable[..., FeatureSchema]] = {
     "recbole": import_recbole,
     "aliccp": import_aliccp,
     "criteo": import_criteo,
+    "sessions": import_sessions,
 }
 
 __all__ = ["IMPORTERS", "import_aliccp", "import_criteo", "import_recbole"]

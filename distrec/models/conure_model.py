@@ -1,0 +1,103 @@
+"""The Conure model: item embeddings in a TorchRec EmbeddingCollection (``.sparse``), the masked
+backbone and one head per task (``.dense``), and the forward of the active task.
+
+Input rows carry one item sequence (``item_field``, oldest first, no padding ids). Sequences are
+right-aligned into ``max_len`` positions with zero vectors in front (causal convs see only the
+past). next_item reads positions 0..L-2 and predicts the item one step ahead at each; item_rec
+and profile append the task's separator vector and read the hidden state there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from distrec.data.batch import RecBatch
+from distrec.models.conure_backbone import ConureBackbone
+from distrec.models.conure_heads import build_head
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str  # next_item | item_rec | profile
+    num_outputs: int
+
+
+class ConureDense(nn.Module):
+    """Every parameter outside the embedding tables: the backbone and the task heads."""
+
+    def __init__(self, model_cfg, method_cfg, tasks: list[TaskSpec]):
+        super().__init__()
+        self.backbone = ConureBackbone(model_cfg, len(tasks))
+        self.heads = nn.ModuleDict(
+            {t.name: build_head(t.kind, model_cfg.channels, t.num_outputs, method_cfg) for t in tasks}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+class ConureModel(nn.Module):
+    def __init__(self, sparse: nn.Module, dense: ConureDense, tasks: list[TaskSpec], item_field: str,
+                 max_len: int):
+        super().__init__()
+        self.sparse = sparse
+        self.dense = dense
+        self.tasks = list(tasks)
+        self.item_field = item_field
+        self.max_len = max_len
+        self.active = 1  # 1-based index into tasks
+        self.freeze_embeddings = False
+
+    @property
+    def task(self) -> TaskSpec:
+        return self.tasks[self.active - 1]
+
+    def set_mode(self, task: int, phase: str) -> None:
+        self.active = task
+        self.dense.backbone.set_mode(task, phase)
+
+    def padded_sequences(self, batch: RecBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids [B, L], embeddings [B, L, C]) right-aligned; position with id 0 is empty."""
+        jagged = self.sparse(batch.sparse)[self.item_field]
+        values, lengths = jagged.values(), jagged.lengths().to(torch.int64)
+        if self.freeze_embeddings:
+            values = values.detach()
+        ids_flat = batch.sparse[self.item_field].values()
+        b, length = lengths.numel(), self.max_len
+        row = torch.repeat_interleave(torch.arange(b, device=values.device), lengths)
+        start = torch.cumsum(lengths, 0) - lengths
+        position = torch.arange(values.shape[0], device=values.device) - start[row] + (length - lengths[row])
+        emb = values.new_zeros(b, length, values.shape[1])
+        emb = emb.index_put((row, position), values)
+        ids = torch.zeros(b, length, dtype=torch.int64, device=values.device)
+        ids[row, position] = ids_flat.to(torch.int64)
+        return ids, emb
+
+    def forward(self, batch: RecBatch):
+        ids, emb = self.padded_sequences(batch)
+        task = self.task
+        head = self.dense.heads[task.name]
+        weights = batch.weights
+        outputs = {"weights": weights.detach()}
+        if task.kind == "next_item":
+            hidden = self.dense(emb[:, :-1])
+            targets = ids[:, 1:]
+            valid = (ids[:, :-1] != 0) & (targets != 0) & (weights[:, None] > 0)
+            loss = head.loss(hidden, targets, valid)
+            if not self.training:
+                outputs["scores"] = head.scores(hidden[:, -1]).detach()
+                outputs["targets"] = targets[:, -1]
+        else:
+            sep = head.separator.expand(emb.shape[0], 1, emb.shape[2])
+            hidden = self.dense(torch.cat([emb, sep], dim=1))[:, -1]
+            targets = batch.labels[:, 0].to(torch.int64)
+            loss = head.loss(hidden, targets, weights)
+            if not self.training:
+                outputs["scores"] = head.scores(hidden).detach()
+                outputs["targets"] = targets
+        outputs["loss"] = loss.detach()
+        return loss, outputs

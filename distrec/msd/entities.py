@@ -1,0 +1,143 @@
+"""Items and users as MSD sees them: the raw input the student reads, the fields the teacher's
+prompt and the metadata teacher use, and how often each item occurs in the training data.
+
+Built from the recbole importer's outputs: ``items.parquet`` (``text`` = "title | year | genres"
+and ``raw_*`` columns), ``users.parquet`` (``raw_*`` demographics) and ``sequences/`` (each
+user's items, ratings and times). A user's history keeps only interactions at or before the
+last timestamp of ``data.train`` and rated >= ``like_threshold``: no validation or test
+behaviour leaks into knowledge, distillation or the CTR model's user input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from distrec.data.storage import list_parquet_files
+from distrec.errors import DataError
+
+LEVELS = ("item", "user")
+_HIDDEN_USER_FIELDS = {"raw_user_id", "raw_zip_code"}  # ids and postcodes say nothing to a reader
+
+
+@dataclass(frozen=True)
+class Entity:
+    level: str  # item | user
+    id: int
+    raw: str  # the student's input
+    fields: dict  # prompt fields (strings), e.g. title/year/genres, age/gender/occupation/history
+
+
+def _read(path: str, columns: list[str] | None = None) -> pa.Table:
+    files = list_parquet_files(path)
+    if not files:
+        raise DataError(f"no Parquet files at {path}")
+    try:
+        tables = [pq.read_table(f, columns=columns) for f in files]
+    except (KeyError, pa.ArrowInvalid) as exc:
+        raise DataError(f"{path}: cannot read columns {columns}: {exc}") from None
+    return pa.concat_tables(tables)
+
+
+def _require(table: pa.Table, path: str, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; expected the recbole importer's "
+                        f"layout with {columns} (see distrec/data/importers/recbole.py)")
+
+
+def train_cutoff(train_path: str) -> int:
+    """The last interaction time in the training split."""
+    table = _read(train_path, ["timestamp"])
+    if table.num_rows == 0:
+        raise DataError(f"{train_path}: no rows")
+    return int(pc.max(table.column("timestamp")).as_py())
+
+
+def item_frequencies(train_path: str, num_items: int) -> np.ndarray:
+    """How many training rows name each item id (index = item id)."""
+    ids = _read(train_path, ["item_id"]).column("item_id").to_numpy()
+    return np.bincount(ids, minlength=num_items)[:max(num_items, int(ids.max()) + 1)]
+
+
+def _item_fields(row: dict) -> dict:
+    text = row.get("text") or ""
+    parts = [p.strip() for p in text.split("|")]
+    title = row.get("raw_movie_title") or (parts[0] if parts else "")
+    year = row.get("raw_release_year") or (parts[1] if len(parts) > 1 else "")
+    genres = row.get("raw_class")
+    genres = genres.replace(" ", ", ") if genres else (parts[2] if len(parts) > 2 else "")
+    return {"title": str(title), "year": str(year), "genres": str(genres), "text": str(text)}
+
+
+def load_items(items_path: str) -> dict[int, Entity]:
+    table = _read(items_path)
+    _require(table, items_path, ["item_id", "text"])
+    out = {}
+    for row in table.to_pylist():
+        item_id = int(row["item_id"])
+        fields = _item_fields(row)
+        out[item_id] = Entity("item", item_id, fields["text"], fields)
+    return out
+
+
+def liked_histories(sequences_path: str, cutoff: int, like_threshold: float) -> dict[int, list[int]]:
+    """user id -> liked item ids up to ``cutoff``, oldest first."""
+    table = _read(sequences_path)
+    _require(table, sequences_path, ["user_id", "item_seq", "rating_seq", "ts_seq"])
+    out = {}
+    for row in table.to_pylist():
+        items = np.asarray(row["item_seq"], dtype=np.int64)
+        ratings = np.asarray(row["rating_seq"], dtype=np.float64)
+        ts = np.asarray(row["ts_seq"], dtype=np.int64)
+        keep = (ts <= cutoff) & ~(ratings < like_threshold)  # NaN rating (implicit data): a like
+        out[int(row["user_id"])] = items[keep].tolist()
+    return out
+
+
+def load_users(users_path: str, histories: dict[int, list[int]], items: dict[int, Entity],
+               history_items: int) -> dict[int, Entity]:
+    table = _read(users_path)
+    _require(table, users_path, ["user_id"])
+    out = {}
+    for row in table.to_pylist():
+        user_id = int(row["user_id"])
+        profile = {k[4:]: str(v) for k, v in row.items()
+                   if k.startswith("raw_") and k not in _HIDDEN_USER_FIELDS and v is not None}
+        recent = [items[i] for i in histories.get(user_id, [])[-history_items:] if i in items]
+        titles = "; ".join(f"{e.fields['title']} ({e.fields['year']})" for e in recent) or "nothing yet"
+        genre_counts: dict[str, int] = {}
+        for item_id in histories.get(user_id, []):
+            if item_id in items:
+                for g in items[item_id].fields["genres"].split(", "):
+                    if g:
+                        genre_counts[g] = genre_counts.get(g, 0) + 1
+        top = sorted(genre_counts, key=lambda g: (-genre_counts[g], g))[:3]
+        fields = {**profile, "history": titles, "top_genres": ", ".join(top),
+                  "profile": ", ".join(f"{k} {v}" for k, v in profile.items())}
+        raw = f"{fields['profile']} | liked: {titles}"
+        out[user_id] = Entity("user", user_id, raw, fields)
+    return out
+
+
+@dataclass
+class EntityCatalog:
+    items: dict[int, Entity]
+    users: dict[int, Entity]
+
+    def level(self, level: str) -> dict[int, Entity]:
+        if level not in LEVELS:
+            raise DataError(f"unknown entity level {level!r}; expected one of {list(LEVELS)}")
+        return self.items if level == "item" else self.users
+
+
+def load_catalog(entities_cfg, train_path: str) -> EntityCatalog:
+    """Every item and user with its raw input and prompt fields (``method.entities``)."""
+    items = load_items(entities_cfg.items)
+    histories = liked_histories(entities_cfg.sequences, train_cutoff(train_path), entities_cfg.like_threshold)
+    users = load_users(entities_cfg.users, histories, items, entities_cfg.history_items)
+    return EntityCatalog(items, users)
