@@ -13,6 +13,7 @@ from distrec.errors import DistrecError
 # libraries only inside its handlers, so `distrec --help` stays fast.
 COMMAND_MODULES = [
     "distrec.data.cli",
+    "distrec.commands.jobs",
 ]
 
 

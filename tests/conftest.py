@@ -15,7 +15,7 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_exten
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest_plugins = ["fixtures_s3", "fixtures_ray"]
+pytest_plugins = ["fixtures_s3", "fixtures_ray", "fixtures_cluster"]
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ class ModelConfig:
 class TaskConfig:
     """One task of the sequence T1, T2, ... (learned in list order).
 
-    ``data`` is a directory written by a Conure importer: ``schema.yaml``, ``train/``,
+    ``data`` is a directory (relative to ``method.data_root`` unless absolute) written by a Conure importer: ``schema.yaml``, ``train/``,
     ``valid/``, ``test/`` and ``task.yaml`` (kind and output count)."""
 
     name: str = "?"
@@ -43,17 +43,17 @@ class TaskConfig:
 
 @dataclass
 class PrepareConfig:
-    """Build the task datasets before a run when ``out`` holds none yet (smoke and demo configs)."""
+    """Build the task datasets in ``method.data_root`` before a run when T1's is missing."""
 
     importer: str = "conure_ml100k"  # a key of distrec.data.importers.IMPORTERS
     src: str = "?"
-    out: str = "?"
     max_len: int = 50
 
 
 @dataclass
 class MethodConfig:
     tasks: List[TaskConfig] = field(default_factory=list)
+    data_root: Optional[str] = None  # relative task ``data`` paths are under it
     # conure: masks (train → prune → retrain); finetune_all: one backbone, everything retrained on
     # each new task (forgets); separate: a fresh backbone per task (N× parameters).
     strategy: str = "conure"

@@ -66,12 +66,17 @@ class KnowledgeConfig:
 class EntitiesConfig:
     """Where the entities' raw inputs come from: the ml-100k (recbole) importer's outputs."""
 
-    items: str = MISSING  # items.parquet (item_id, text, raw_* columns)
-    users: str = MISSING  # users.parquet (user_id, raw_* demographics)
-    sequences: str = MISSING  # sequences/ (user_id, item_seq, rating_seq, ts_seq in time order)
+    items_path: str = MISSING  # items.parquet (item_id, text, raw_* columns)
+    users_path: str = MISSING  # users.parquet (user_id, raw_* demographics)
+    sequences_path: str = MISSING  # sequences/ (user_id, item_seq, rating_seq, ts_seq in time order)
     # A user's history only counts interactions up to the last timestamp of data.train, so
     # neither the teacher nor the student sees validation/test behaviour.
     history_items: int = 8  # the user's last n liked items in prompts and raw inputs
+    # When set and data.train is absent, the msd commands import this RecBole atomic dataset
+    # (e.g. ../shared/data/ml-100k) into the folder of ``items_path`` with a global time split,
+    # keeping only the first ``import_max_users`` users (a slice for smoke runs) when set.
+    import_from: Optional[str] = None
+    import_max_users: Optional[int] = None
     like_threshold: float = 4.0  # rating >= this is a liked item (= the importer's click label)
 
 

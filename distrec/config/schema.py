@@ -104,7 +104,8 @@ class TrainerConfig:
     num_workers: int = 2
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
-    address: Optional[str] = None  # Ray address; None starts an embedded local Ray on 127.0.0.1
+    address: Optional[str] = None  # Ray address; None: RAY_ADDRESS, else an embedded local Ray on 127.0.0.1
+    placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD (one worker per node)
     epochs: int = 1
     max_steps: int = -1  # stop after this many steps in total (-1: run all epochs)
     log_every: int = 20

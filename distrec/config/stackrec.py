@@ -25,6 +25,20 @@ class ModelConfig:
 
 
 @dataclass
+class SyntheticSequencesConfig:
+    """Long-range synthetic sequences (distrec/stackrec/synthetic.py), written next to
+    ``data.schema`` when that file is absent."""
+
+    num_sequences: int = 20000
+    length: int = 64  # items per sequence
+    num_items: int = 5000  # catalogue size (ids 1..num_items-1; 0 is padding)
+    long_lag: int = 48  # the long-range rule looks this many positions back
+    p_long: float = 0.6
+    p_short: float = 0.2
+    seed: int = 0
+
+
+@dataclass
 class StageConfig:
     """One training stage of a scenario: a model depth, a step budget and its data."""
 
@@ -47,4 +61,5 @@ class MethodConfig:
     eval_every: int = 50  # steps between validation evaluations
     patience: int = 5  # evaluations without a better validation MRR@5 before a stage stops
     cl_chunks: int = 5  # (ours) CL: training data is read as this many nested chunks (<= 10)
+    synthetic: Optional[SyntheticSequencesConfig] = None
     report_dir: Optional[str] = None  # where `stackrec report` writes (default: <output_dir>/<name>/report)

@@ -20,7 +20,13 @@ def _exists(path: str, s3_endpoint_url: str | None) -> bool:
 def prepare_data(cfg) -> None:
     """With ``data.synth`` set, write the train (and valid) splits if they are absent.
 
-    The schema is written next to the training files; ``data.schema`` must point at it."""
+    The schema is written next to the training files; ``data.schema`` must point at it.
+    A recipe module may add its own data through a ``prepare_data(cfg)`` function."""
+    from distrec.recipes import recipe_module
+
+    recipe_hook = getattr(recipe_module(cfg.run.recipe), "prepare_data", None)
+    if recipe_hook is not None:
+        recipe_hook(cfg)
     synth = cfg.data.synth
     if synth is None:
         return

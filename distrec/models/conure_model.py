@@ -27,27 +27,17 @@ class TaskSpec:
 
 
 class ConureDense(nn.Module):
-    """Every parameter outside the embedding tables: the backbone and the task heads."""
+    """Every parameter outside the embedding tables (the backbone and the task heads) and the
+    forward of the active task. TorchRec's pipeline fx-traces only the top-level forward and
+    treats this module as a leaf, so the task logic lives here."""
 
-    def __init__(self, model_cfg, method_cfg, tasks: list[TaskSpec]):
+    def __init__(self, model_cfg, method_cfg, tasks: list[TaskSpec], max_len: int):
         super().__init__()
         self.backbone = ConureBackbone(model_cfg, len(tasks))
         self.heads = nn.ModuleDict(
             {t.name: build_head(t.kind, model_cfg.channels, t.num_outputs, method_cfg) for t in tasks}
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-
-class ConureModel(nn.Module):
-    def __init__(self, sparse: nn.Module, dense: ConureDense, tasks: list[TaskSpec], item_field: str,
-                 max_len: int):
-        super().__init__()
-        self.sparse = sparse
-        self.dense = dense
         self.tasks = list(tasks)
-        self.item_field = item_field
         self.max_len = max_len
         self.active = 1  # 1-based index into tasks
         self.freeze_embeddings = False
@@ -58,46 +48,56 @@ class ConureModel(nn.Module):
 
     def set_mode(self, task: int, phase: str) -> None:
         self.active = task
-        self.dense.backbone.set_mode(task, phase)
+        self.backbone.set_mode(task, phase)
 
-    def padded_sequences(self, batch: RecBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ids [B, L], embeddings [B, L, C]) right-aligned; position with id 0 is empty."""
-        jagged = self.sparse(batch.sparse)[self.item_field]
-        values, lengths = jagged.values(), jagged.lengths().to(torch.int64)
-        if self.freeze_embeddings:
-            values = values.detach()
-        ids_flat = batch.sparse[self.item_field].values()
+    def padded(self, values: torch.Tensor, lengths: torch.Tensor, ids_flat: torch.Tensor):
+        """(ids [B, L], embeddings [B, L, C]) right-aligned in max_len positions; id 0 is empty."""
+        lengths = lengths.to(torch.int64)
         b, length = lengths.numel(), self.max_len
         row = torch.repeat_interleave(torch.arange(b, device=values.device), lengths)
         start = torch.cumsum(lengths, 0) - lengths
         position = torch.arange(values.shape[0], device=values.device) - start[row] + (length - lengths[row])
-        emb = values.new_zeros(b, length, values.shape[1])
-        emb = emb.index_put((row, position), values)
+        emb = values.new_zeros(b, length, values.shape[1]).index_put((row, position), values)
         ids = torch.zeros(b, length, dtype=torch.int64, device=values.device)
         ids[row, position] = ids_flat.to(torch.int64)
         return ids, emb
 
-    def forward(self, batch: RecBatch):
-        ids, emb = self.padded_sequences(batch)
+    def forward(self, values, lengths, ids_flat, labels, weights):
+        if self.freeze_embeddings:
+            values = values.detach()
+        ids, emb = self.padded(values, lengths, ids_flat)
         task = self.task
-        head = self.dense.heads[task.name]
-        weights = batch.weights
+        head = self.heads[task.name]
         outputs = {"weights": weights.detach()}
         if task.kind == "next_item":
-            hidden = self.dense(emb[:, :-1])
+            hidden = self.backbone(emb[:, :-1])
             targets = ids[:, 1:]
             valid = (ids[:, :-1] != 0) & (targets != 0) & (weights[:, None] > 0)
             loss = head.loss(hidden, targets, valid)
-            if not self.training:
-                outputs["scores"] = head.scores(hidden[:, -1]).detach()
-                outputs["targets"] = targets[:, -1]
+            last = hidden[:, -1]
+            targets = targets[:, -1]
         else:
             sep = head.separator.expand(emb.shape[0], 1, emb.shape[2])
-            hidden = self.dense(torch.cat([emb, sep], dim=1))[:, -1]
-            targets = batch.labels[:, 0].to(torch.int64)
-            loss = head.loss(hidden, targets, weights)
-            if not self.training:
-                outputs["scores"] = head.scores(hidden).detach()
-                outputs["targets"] = targets
+            last = self.backbone(torch.cat([emb, sep], dim=1))[:, -1]
+            targets = labels[:, 0].to(torch.int64)
+            loss = head.loss(last, targets, weights)
+        if not self.training:
+            outputs["scores"] = head.scores(last.detach())
+            outputs["targets"] = targets
         outputs["loss"] = loss.detach()
         return loss, outputs
+
+
+class ConureModel(nn.Module):
+    """``forward(batch) -> (loss, outputs)``: the embedding lookup, then ``dense``."""
+
+    def __init__(self, sparse: nn.Module, dense: ConureDense, item_field: str):
+        super().__init__()
+        self.sparse = sparse
+        self.dense = dense
+        self.item_field = item_field
+
+    def forward(self, batch: RecBatch):
+        embedded = self.sparse(batch.sparse)[self.item_field]
+        ids = batch.sparse[self.item_field]
+        return self.dense(embedded.values(), embedded.lengths(), ids.values(), batch.labels, batch.weights)

@@ -66,9 +66,33 @@ class SequenceDenseNet(nn.Module):
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden if self.output_norm is None else self.output_norm(hidden)
 
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, embeddings: torch.Tensor,
+                weights: torch.Tensor, max_len: int):
+        """Loss and outputs from one feature's jagged ids and embeddings (see the module doc)."""
+        ids = left_padded(ids, lengths, max_len)
+        emb = left_padded(embeddings, lengths, max_len)
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        real = (inputs != PADDING_ID) & (targets != PADDING_ID) & (weights[:, None] > 0)
+        hidden = self.project(self.hidden(emb[:, :-1], inputs != PADDING_ID))
+        if self.training:
+            loss = self.head.loss(hidden[real], targets[real])
+            return loss, {"loss": loss.detach(), "weights": weights}
+        row_weights = weights * real[:, -1].to(weights.dtype)
+        loss = hidden.new_zeros(())  # evaluation ranks the full catalogue: no sampled loss
+        return loss, {
+            "loss": loss,
+            "scores": self.head.scores(hidden[:, -1]).detach(),
+            "targets": targets[:, -1],
+            "weights": row_weights,
+        }
+
 
 class SequenceRecModel(nn.Module):
-    """``forward(batch) -> (loss, outputs)``; outputs hold detached tensors (scores when eval)."""
+    """``forward(batch) -> (loss, outputs)``; outputs hold detached tensors (scores when eval).
+
+    Everything after the embedding lookup runs inside ``dense.forward``: TorchRec's pipeline
+    traces this forward with torch.fx and treats ``dense`` as one opaque (leaf) module.
+    """
 
     def __init__(self, sparse: nn.Module, dense: SequenceDenseNet, feature: str, max_len: int) -> None:
         super().__init__()
@@ -78,22 +102,6 @@ class SequenceRecModel(nn.Module):
         self.max_len = max_len
 
     def forward(self, batch: RecBatch):
-        ids_jt = batch.sparse[self.feature]
-        lengths = ids_jt.lengths()
-        emb_jt = self.sparse(batch.sparse)[self.feature]
-        ids = left_padded(ids_jt.values(), lengths, self.max_len)
-        emb = left_padded(emb_jt.values(), lengths, self.max_len)
-        inputs, targets = ids[:, :-1], ids[:, 1:]
-        real = (inputs != PADDING_ID) & (targets != PADDING_ID) & (batch.weights[:, None] > 0)
-        hidden = self.dense.project(self.dense.hidden(emb[:, :-1], inputs != PADDING_ID))
-        if self.training:
-            loss = self.dense.head.loss(hidden[real], targets[real])
-            return loss, {"loss": loss.detach(), "weights": batch.weights}
-        weights = batch.weights * real[:, -1].to(batch.weights.dtype)
-        loss = hidden.new_zeros(())  # evaluation ranks the full catalogue: no sampled loss
-        return loss, {
-            "loss": loss.detach(),
-            "scores": self.dense.head.scores(hidden[:, -1]).detach(),
-            "targets": targets[:, -1],
-            "weights": weights,
-        }
+        ids = batch.sparse[self.feature]
+        embeddings = self.sparse(batch.sparse)[self.feature]
+        return self.dense(ids.values(), ids.lengths(), embeddings.values(), batch.weights, self.max_len)

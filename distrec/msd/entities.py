@@ -137,7 +137,7 @@ class EntityCatalog:
 
 def load_catalog(entities_cfg, train_path: str) -> EntityCatalog:
     """Every item and user with its raw input and prompt fields (``method.entities``)."""
-    items = load_items(entities_cfg.items)
-    histories = liked_histories(entities_cfg.sequences, train_cutoff(train_path), entities_cfg.like_threshold)
-    users = load_users(entities_cfg.users, histories, items, entities_cfg.history_items)
+    items = load_items(entities_cfg.items_path)
+    histories = liked_histories(entities_cfg.sequences_path, train_cutoff(train_path), entities_cfg.like_threshold)
+    users = load_users(entities_cfg.users_path, histories, items, entities_cfg.history_items)
     return EntityCatalog(items, users)

@@ -13,9 +13,10 @@ from distrec.config.load import config_to_dict, run_dir, save_resolved_config
 from distrec.train.distributed import LOOPBACK_ENV, use_loopback_defaults
 
 log = logging.getLogger("distrec")
+# Settings (never credentials) that workers of an embedded cluster must share with the driver;
+# credentials reach workers through the inherited process environment, not Ray's runtime_env.
 FORWARDED_ENV = ("GLOO_SOCKET_IFNAME", "MASTER_ADDR", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
-                 "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                 "AWS_SESSION_TOKEN", "PYTHONPATH")
+                 "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 
 
 def ray_worker_entry(loop_config: dict) -> None:
@@ -34,6 +35,7 @@ def ensure_ray(address: str | None, num_cpus_needed: float, gpu: bool) -> None:
 
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")  # set inside a Ray job
     if address:
         ray.init(address=address, log_to_driver=True)
         return
@@ -74,6 +76,7 @@ def run_training(cfg) -> dict:
             num_workers=trainer_cfg.num_workers,
             use_gpu=trainer_cfg.use_gpu,
             resources_per_worker={"CPU": trainer_cfg.cpus_per_worker},
+            placement_strategy=trainer_cfg.placement_strategy,
         ),
         torch_config=TorchConfig(backend="nccl" if trainer_cfg.use_gpu else "gloo",
                                  timeout_s=trainer_cfg.timeout_s),

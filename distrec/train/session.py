@@ -3,6 +3,7 @@ checkpoints and reports. Recipes build a model and drive epochs through it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import posixpath
@@ -48,6 +49,8 @@ class TrainSession:
         self.last_checkpoint: str | None = None
         self.last_epoch_rows = 0  # real rows trained in the last finished epoch, all ranks
         self._unsynced_rows = 0  # this rank's real rows since the last sync
+        if in_ray:
+            self._record_placement()
 
     # --- start ---------------------------------------------------------------------------
     def restore(self) -> None:
@@ -70,6 +73,23 @@ class TrainSession:
         if self.cfg.run.init_from:
             load_checkpoint(self.cfg.run.init_from, self.dmp, None, self.opt.engine)
             self._log(f"initialised model weights from {self.cfg.run.init_from}")
+
+    def _record_placement(self) -> None:
+        """Write ``placement.json``: which host and Ray node runs each rank."""
+        import socket
+
+        import ray
+
+        mine = {"rank": self.worker.rank, "host": socket.gethostname(),
+                "node_id": ray.get_runtime_context().get_node_id()}
+        everyone = [None] * self.worker.world_size
+        if dist.is_initialized():
+            dist.all_gather_object(everyone, mine)
+        else:
+            everyone = [mine]
+        if self.worker.is_chief:
+            with fsspec.open(posixpath.join(self.run_dir, "placement.json"), "w") as fh:
+                json.dump(everyone, fh, indent=1)
 
     def _ray_restart_checkpoint(self) -> str | None:
         if not self.in_ray:

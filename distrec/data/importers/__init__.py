@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from distrec.data.importers.aliccp import import_aliccp
+from distrec.data.importers.conure_ml100k import import_conure_ml100k
+from distrec.data.importers.conure_ttl import import_conure_ttl
 from distrec.data.importers.criteo import import_criteo
 from distrec.data.importers.recbole import import_recbole
 from distrec.data.importers.sessions import import_sessions
@@ -18,6 +20,8 @@ IMPORTERS: dict[str, Callable[..., FeatureSchema]] = {
     "recbole": import_recbole,
     "aliccp": import_aliccp,
     "criteo": import_criteo,
+    "conure_ml100k": import_conure_ml100k,
+    "conure_ttl": import_conure_ttl,
     "sessions": import_sessions,
 }
 

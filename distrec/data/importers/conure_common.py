@@ -1,0 +1,75 @@
+"""Writing one Conure task dataset: ``train/ valid/ test/`` Parquet with an ``item_seq`` column
+(list<int64>, oldest first, no padding ids) and, for item_rec / profile tasks, a ``target`` /
+``label`` column; ``task.yaml`` (kind, num_outputs); ``schema.yaml`` last."""
+
+from __future__ import annotations
+
+import posixpath
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import yaml
+
+from distrec.data.importers.common import ImportOutput, WriteOptions
+from distrec.data.schema import FeatureSchema, SequenceField
+from distrec.data.storage import filesystem, write_text_atomic
+from distrec.errors import ConfigError, DataError
+
+ITEM_FIELD = "item_seq"
+LABEL_COLUMN = {"next_item": None, "item_rec": "target", "profile": "label"}
+TASK_FILE = "task.yaml"
+
+
+def read_task_file(data: str) -> dict:
+    """``<data>/task.yaml`` as a dict ({} when absent)."""
+    path = posixpath.join(data, TASK_FILE)
+    try:
+        with fsspec.open(path, "r") as fh:
+            raw = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        return {}
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a mapping with 'kind' and 'num_outputs'")
+    return raw
+
+
+def write_task_file(data: str, kind: str, num_outputs: int, **info) -> str:
+    fs, path = filesystem(data)
+    target = posixpath.join(path, TASK_FILE)
+    text = yaml.safe_dump({"kind": kind, "num_outputs": int(num_outputs), **info}, sort_keys=False)
+    write_text_atomic(target, text, fs)
+    return target
+
+
+def split_of_users(n: int, valid_share: float, test_share: float, seed: int) -> np.ndarray:
+    """0 train / 1 valid / 2 test for n users, a seeded random partition."""
+    if not (0 <= valid_share and 0 <= test_share and valid_share + test_share < 1):
+        raise ConfigError(f"valid_share and test_share must be >= 0 with a sum below 1, got "
+                          f"{valid_share} and {test_share}")
+    order = np.random.default_rng(seed).permutation(n)
+    split = np.zeros(n, dtype=np.int8)
+    n_valid, n_test = round(n * valid_share), round(n * test_share)
+    split[order[:n_valid]] = 1
+    split[order[n_valid:n_valid + n_test]] = 2
+    return split
+
+
+def write_task(out: str, kind: str, splits: dict[str, tuple[list[np.ndarray], np.ndarray | None]],
+               num_items: int, num_outputs: int, max_len: int, overwrite: bool, **info) -> FeatureSchema:
+    """``splits[name] = (sequences, labels)``; sequences longer than max_len keep their end."""
+    label = LABEL_COLUMN[kind]
+    output = ImportOutput(out, WriteOptions(overwrite=overwrite))
+    schema = FeatureSchema(sparse=(), sequence=(SequenceField(ITEM_FIELD, max_len=max_len, num_embeddings=num_items),),
+                           labels=(label,) if label else ())
+    fields = [(ITEM_FIELD, pa.list_(pa.int64()))] + ([(label, pa.int64())] if label else [])
+    with output:
+        for name in ("train", "valid", "test"):
+            seqs, labels = splits[name]
+            columns = {ITEM_FIELD: pa.array([s[-max_len:].tolist() for s in seqs], pa.list_(pa.int64()))}
+            if label:
+                columns[label] = pa.array(np.asarray(labels, dtype=np.int64))
+            writer = output.parts(name, pa.schema(fields))
+            writer.write(pa.table(columns, schema=pa.schema(fields)))
+        output.committed.append(write_task_file(out, kind, num_outputs, **info))
+        return output.finish(schema)

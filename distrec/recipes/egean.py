@@ -1,0 +1,140 @@
+"""EGEAN recipe: CVR over the entire exposure space, and its baselines, on sharded embeddings.
+
+``model.variant`` picks EGEAN, ESMM, ESCM²-IPS, ESCM²-DR or a naive clicks-only CVR model (see
+``distrec/config/egean.py``). Runs in every training worker, like the CTR recipe: set-up →
+restore → for each epoch: train, evaluate entire-space metrics on the validation split,
+checkpoint, report. With ``method.ground_truth`` set, absent data is generated first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from distrec.config.egean import VARIANTS
+from distrec.config.load import run_dir
+from distrec.data.schema import FeatureSchema
+from distrec.data.storage import filesystem
+from distrec.errors import ConfigError
+from distrec.models.egean import EgeanDenseNet, EgeanModel
+from distrec.models.egean_eval import EntireSpaceMetrics
+from distrec.models.egean_objective import EntireSpaceObjective, LabelColumns
+from distrec.recipes.ctr import open_feed
+from distrec.sparse.tables import build_embedding_bags, embedding_bag_configs
+from distrec.train.distributed import seed_everything, worker_info
+from distrec.train.progress import ProgressMeter, configure_logging
+from distrec.train.session import TrainSession
+
+log = logging.getLogger("distrec")
+
+
+def label_index(schema: FeatureSchema, name: str, key: str) -> int:
+    if name not in schema.labels:
+        raise ConfigError(
+            f"{key}={name!r} is not a label of the feature schema {schema.source} "
+            f"(labels: {list(schema.labels)})"
+        )
+    return schema.labels.index(name)
+
+
+def shuffle_groups(cfg, schema: FeatureSchema) -> list[list[int]]:
+    """Field-index groups permuted to make exposure negatives (``method.exposure_shuffle_fields``)."""
+    names = list(schema.sparse_names) + (["dense"] if schema.dense else [])
+    chosen = list(cfg.method.exposure_shuffle_fields)
+    if not chosen:
+        return [[i] for i in range(len(names))]
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        raise ConfigError(f"method.exposure_shuffle_fields: {unknown} not among the fields {names}")
+    return [[names.index(n) for n in chosen]]
+
+
+def build_model(cfg, schema: FeatureSchema) -> EgeanModel:
+    """The chosen variant with its shared tables on the meta device (materialised when sharded)."""
+    if cfg.model.variant not in VARIANTS:
+        raise ConfigError(f"model.variant: unknown '{cfg.model.variant}'; expected one of {list(VARIANTS)}")
+    if cfg.method.mmd_embedding not in ("gated", "lora"):
+        raise ConfigError(f"method.mmd_embedding: expected 'gated' or 'lora', got '{cfg.method.mmd_embedding}'")
+    if any(t.embedding_dim not in (None, cfg.model.embedding_dim) for t in cfg.sharding.tables.values()):
+        raise ConfigError("sharding.tables.*.embedding_dim: EGEAN stacks fields, every table needs "
+                          f"model.embedding_dim={cfg.model.embedding_dim}")
+    dim = cfg.model.embedding_dim
+    sparse = build_embedding_bags(embedding_bag_configs(schema, {t.name: dim for t in schema.tables()}))
+    labels = LabelColumns(
+        click=label_index(schema, cfg.method.click_label, "method.click_label"),
+        conversion=label_index(schema, cfg.method.conversion_label, "method.conversion_label"),
+    )
+    dense = EgeanDenseNet(len(schema.sparse_names), len(schema.dense), dim, cfg.model, cfg.method,
+                          shuffle_groups(cfg, schema))
+    objective = EntireSpaceObjective(cfg.model.variant, labels, cfg.method)
+    return EgeanModel(sparse, dense, list(schema.sparse_names), objective)
+
+
+def entire_space_metrics(cfg, schema: FeatureSchema) -> EntireSpaceMetrics:
+    m = cfg.method
+    return EntireSpaceMetrics(
+        click=label_index(schema, m.click_label, "method.click_label"),
+        conversion=label_index(schema, m.conversion_label, "method.conversion_label"),
+        true_cvr=schema.labels.index(m.true_cvr_label) if m.true_cvr_label in schema.labels else None,
+        cvr_draw=schema.labels.index(m.cvr_draw_label) if m.cvr_draw_label in schema.labels else None,
+    )
+
+
+def evaluate(session: TrainSession, feed, cfg, schema: FeatureSchema) -> dict:
+    metrics = entire_space_metrics(cfg, schema)
+    session.evaluate(feed, metrics.update)
+    return metrics.compute(cfg.metrics.names)
+
+
+def prepare_data(cfg) -> None:
+    """With ``method.ground_truth`` set, generate whichever of data.train / data.valid /
+    data.schema is absent (called on the driver before workers start)."""
+    from distrec.data.egean_ground_truth import write_schema, write_split
+
+    gt = cfg.method.ground_truth
+    if gt is None:
+        return
+    endpoint = cfg.data.s3_endpoint_url
+
+    def absent(path: str) -> bool:
+        fs, p = filesystem(path, endpoint)
+        return not fs.exists(p)
+
+    if absent(cfg.data.train):
+        log.info("generating %d ground-truth training rows (shift %.2f) in %s", gt.rows, gt.shift, cfg.data.train)
+        write_split(cfg.data.train, gt, gt.rows, 0, endpoint)
+    if cfg.data.valid and absent(cfg.data.valid):
+        log.info("generating %d ground-truth validation rows in %s", gt.valid_rows, cfg.data.valid)
+        write_split(cfg.data.valid, gt, gt.valid_rows, 1, endpoint)
+    if absent(cfg.data.schema):
+        write_schema(cfg.data.schema, gt, endpoint)
+
+
+def train_worker(cfg, in_ray: bool = False) -> dict:
+    configure_logging()
+    worker = worker_info(cfg.trainer.use_gpu)
+    seed_everything(cfg.run.seed)
+    schema = FeatureSchema.load(cfg.data.schema)
+    session = TrainSession(cfg, build_model(cfg, schema), worker, run_dir(cfg), in_ray)
+    session.restore()
+
+    train = open_feed(cfg, schema, worker, cfg.data.train, train=True)
+    valid = open_feed(cfg, schema, worker, cfg.data.valid, train=False) if cfg.data.valid else None
+    total_steps = sum(train.steps(e) for e in range(cfg.trainer.epochs))
+    if cfg.trainer.max_steps >= 0:
+        total_steps = min(total_steps, cfg.trainer.max_steps)
+    progress = ProgressMeter(total_steps, cfg.data.batch_size * worker.world_size,
+                             cfg.trainer.log_every, enabled=worker.is_chief)
+
+    metrics: dict = {}
+    while session.state.epoch < cfg.trainer.epochs:
+        finished = session.train_epoch(train, progress)
+        metrics = {"samples_per_s": progress.last_samples_per_s}
+        if finished:
+            metrics["epoch_rows"] = session.last_epoch_rows
+        if valid is not None:
+            metrics.update(evaluate(session, valid, cfg, schema))
+        session.checkpoint(metrics)
+        if not finished:
+            break
+    session.close()
+    return metrics

@@ -1,0 +1,1 @@
+"""StackRec: deep sequential recommenders trained fast by progressive stacking (arXiv 2012.07598)."""
