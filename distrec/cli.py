@@ -14,6 +14,8 @@ from distrec.errors import DistrecError
 COMMAND_MODULES = [
     "distrec.data.cli",
     "distrec.commands.jobs",
+    "distrec.commands.conure",
+    "distrec.commands.stackrec",
 ]
 
 

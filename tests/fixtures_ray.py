@@ -8,11 +8,16 @@ SHUTDOWN_TIMEOUT_S = 30
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(s3_server):
+    """Started after the S3 server so its workers inherit the endpoint and (fake) credentials
+    through the process environment, as workers on a real cluster inherit theirs."""
+    import os
+
     import ray
 
     from distrec.train.launcher import ensure_ray
 
+    os.environ["AWS_ENDPOINT_URL"] = s3_server
     ensure_ray(address=None, num_cpus_needed=4, gpu=False)
     yield ray
     stop_ray(ray)

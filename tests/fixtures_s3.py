@@ -11,7 +11,7 @@ import pytest
 
 _FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECRET_ACCESS_KEY": "distrec-test-secret-5f3a9c",  # distinctive: tests grep outputs for it
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 

@@ -37,3 +37,4 @@ def test_smoke_run_trains_reports_and_resumes(tmp_path, ray_cluster, capsys):
     assert saved["run"]["resume"] is True and saved["trainer"]["num_workers"] == 2
     assert (run_dir / "checkpoints" / "latest").read_text() == "step-000000032"
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(run_dir / "tensorboard"))
+    assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -92,13 +92,18 @@ class CtrModel(nn.Module):
     def forward(self, batch: RecBatch):
         pooled = self.sparse(batch.sparse).to_dict()
         logits = self.dense(batch.dense, [pooled[name] for name in self.feature_names])
-        labels = batch.labels[:, 0]
-        loss = weighted_bce(logits, labels, batch.weights)
-        outputs = {
-            "loss": loss.detach(),
-            "preds": torch.sigmoid(logits.detach()),
-            "labels": labels,
-            "weights": batch.weights,
-            "groups": batch.group_ids,
-        }
-        return loss, outputs
+        return click_loss_and_outputs(logits, batch)
+
+
+def click_loss_and_outputs(logits: torch.Tensor, batch: RecBatch):
+    """(weighted BCE on the first label, detached outputs for metrics) of a CTR forward."""
+    labels = batch.labels[:, 0]
+    loss = weighted_bce(logits, labels, batch.weights)
+    outputs = {
+        "loss": loss.detach(),
+        "preds": torch.sigmoid(logits.detach()),
+        "labels": labels,
+        "weights": batch.weights,
+        "groups": batch.group_ids,
+    }
+    return loss, outputs

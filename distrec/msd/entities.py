@@ -58,10 +58,10 @@ def train_cutoff(train_path: str) -> int:
     return int(pc.max(table.column("timestamp")).as_py())
 
 
-def item_frequencies(train_path: str, num_items: int) -> np.ndarray:
-    """How many training rows name each item id (index = item id)."""
-    ids = _read(train_path, ["item_id"]).column("item_id").to_numpy()
-    return np.bincount(ids, minlength=num_items)[:max(num_items, int(ids.max()) + 1)]
+def id_frequencies(train_path: str, column: str, size: int) -> np.ndarray:
+    """How many training rows name each id of ``column`` (index = id, ``size`` entries)."""
+    ids = _read(train_path, [column]).column(column).to_numpy()
+    return np.bincount(ids, minlength=size)[:size]
 
 
 def _item_fields(row: dict) -> dict:

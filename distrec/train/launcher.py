@@ -87,6 +87,9 @@ def run_training(cfg) -> dict:
         ),
     )
     trainer.fit()
+    from distrec.train.plots import plot_training_curves
+
+    plot_training_curves(out)
     return final_metrics(out)
 
 

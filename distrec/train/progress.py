@@ -8,10 +8,12 @@ import json
 import logging
 import os
 import posixpath
+import tempfile
 import time
 import warnings
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 log = logging.getLogger("distrec")
 
@@ -68,18 +70,28 @@ class ProgressMeter:
 
 
 class MetricsSink:
-    """Chief-only writer of TensorBoard events and ``metrics.jsonl`` in the run directory."""
+    """Chief-only writer of TensorBoard events and ``metrics.jsonl`` in the run directory.
+
+    On object stores (no append) ``metrics.jsonl`` is rewritten whole on every write, earlier
+    records of a resumed run included, and the event files are written locally and uploaded at
+    close."""
 
     def __init__(self, run_dir: str, enabled: bool, tensorboard: bool):
         self.enabled = enabled
         self.run_dir = run_dir
+        self._fs, self._path = fsspec.core.url_to_fs(run_dir)
+        self._local = isinstance(self._fs, LocalFileSystem)
+        self._records: list[str] = []
+        metrics_path = posixpath.join(self._path, "metrics.jsonl")
+        if enabled and not self._local and self._fs.exists(metrics_path):
+            self._records = self._fs.cat_file(metrics_path).decode().splitlines(keepends=True)
         self._tb = None
+        self._tb_dir = None
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            fs, path = fsspec.core.url_to_fs(run_dir)
-            self._tb = SummaryWriter(log_dir=posixpath.join(run_dir, "tensorboard") if "file" not in str(fs.protocol)
-                                     else os.path.join(path, "tensorboard"))
+            self._tb_dir = os.path.join(self._path, "tensorboard") if self._local else tempfile.mkdtemp(prefix="tb-")
+            self._tb = SummaryWriter(log_dir=self._tb_dir)
 
     def write(self, metrics: dict, step: int, prefix: str = "") -> None:
         if not self.enabled:
@@ -89,13 +101,22 @@ class MetricsSink:
                 if isinstance(value, (int, float)):
                     self._tb.add_scalar(f"{prefix}{key}", value, step)
             self._tb.flush()
-        record = {"step": step, **{f"{prefix}{k}": v for k, v in metrics.items()}}
-        with fsspec.open(posixpath.join(self.run_dir, "metrics.jsonl"), "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        line = json.dumps({"step": step, **{f"{prefix}{k}": v for k, v in metrics.items()}}) + "\n"
+        target = posixpath.join(self._path, "metrics.jsonl")
+        if self._local:
+            os.makedirs(self._path, exist_ok=True)
+            with open(target, "a") as fh:
+                fh.write(line)
+        else:
+            self._records.append(line)
+            self._fs.pipe_file(target, "".join(self._records).encode())
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        if self._tb is None:
+            return
+        self._tb.close()
+        if not self._local:
+            self._fs.put(self._tb_dir, posixpath.join(self._path, "tensorboard"), recursive=True)
 
 
 def report_to_ray(metrics: dict, checkpoint_path: str | None) -> None:

@@ -97,7 +97,10 @@ class TrainSession:
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
-        return checkpoint.path if checkpoint is not None else None
+        if checkpoint is None:
+            return None
+        scheme = getattr(checkpoint.filesystem, "type_name", "local")
+        return checkpoint.path if scheme == "local" else f"{scheme}://{checkpoint.path}"
 
     # --- train ---------------------------------------------------------------------------
     def train_epoch(self, feed: DataFeed, progress: ProgressMeter) -> bool:
