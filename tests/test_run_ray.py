@@ -19,7 +19,8 @@ def smoke_args(tmp_path, *extra):
 
 @pytest.mark.ray
 def test_smoke_run_trains_reports_and_resumes(tmp_path, ray_cluster, capsys):
-    assert main(smoke_args(tmp_path, "trainer.max_steps=20")) == 0
+    mlflow_uri = f"file://{tmp_path / 'mlruns'}"
+    assert main(smoke_args(tmp_path, "trainer.max_steps=20", f"metrics.mlflow_tracking_uri={mlflow_uri}")) == 0
     run_dir = tmp_path / "runs" / "ctr-smoke"
     first = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert first[-1]["step"] == 20
@@ -38,3 +39,11 @@ def test_smoke_run_trains_reports_and_resumes(tmp_path, ray_cluster, capsys):
     assert (run_dir / "checkpoints" / "latest").read_text() == "step-000000032"
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(run_dir / "tensorboard"))
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    import mlflow  # the first run also logged to MLflow: params from the config, eval metrics by step
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["distrec"], output_format="list")
+    assert len(runs) == 1 and runs[0].data.params["trainer.num_workers"] == "2"
+    history = mlflow.tracking.MlflowClient().get_metric_history(runs[0].info.run_id, "auc")
+    assert [m.step for m in history] == [16, 20] and history[-1].value == pytest.approx(first[-1]["auc"])

@@ -123,6 +123,8 @@ class MetricsConfig:
     names: List[str] = field(default_factory=lambda: ["auc", "gauc", "logloss"])
     ks: List[int] = field(default_factory=lambda: [5, 10])  # for hr/mrr/ndcg
     tensorboard: bool = True
+    mlflow_tracking_uri: Optional[str] = None  # e.g. http://mlflow:5000 or file:///path/mlruns; None: off
+    mlflow_experiment: str = "distrec"
 
 
 @dataclass

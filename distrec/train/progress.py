@@ -11,6 +11,7 @@ import posixpath
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -76,8 +77,9 @@ class MetricsSink:
     records of a resumed run included, and the event files are written locally and uploaded at
     close."""
 
-    def __init__(self, run_dir: str, enabled: bool, tensorboard: bool):
+    def __init__(self, run_dir: str, enabled: bool, tensorboard: bool, mlflow: "MlflowTarget | None" = None):
         self.enabled = enabled
+        self._mlflow = mlflow.start() if (enabled and mlflow is not None) else None
         self.run_dir = run_dir
         self._fs, self._path = fsspec.core.url_to_fs(run_dir)
         self._local = isinstance(self._fs, LocalFileSystem)
@@ -101,6 +103,9 @@ class MetricsSink:
                 if isinstance(value, (int, float)):
                     self._tb.add_scalar(f"{prefix}{key}", value, step)
             self._tb.flush()
+        if self._mlflow is not None:
+            self._mlflow.log_metrics({f"{prefix}{k}".replace("/", "_"): float(v) for k, v in metrics.items()
+                                      if isinstance(v, (int, float)) and v == v}, step=step)
         line = json.dumps({"step": step, **{f"{prefix}{k}": v for k, v in metrics.items()}}) + "\n"
         target = posixpath.join(self._path, "metrics.jsonl")
         if self._local:
@@ -112,11 +117,44 @@ class MetricsSink:
             self._fs.pipe_file(target, "".join(self._records).encode())
 
     def close(self) -> None:
+        if self._mlflow is not None:
+            self._mlflow.end_run()
+            self._mlflow = None
         if self._tb is None:
             return
         self._tb.close()
         if not self._local:
             self._fs.put(self._tb_dir, posixpath.join(self._path, "tensorboard"), recursive=True)
+
+
+@dataclass
+class MlflowTarget:
+    """Optional MLflow logging (``metrics.mlflow_tracking_uri``): the resolved config as params,
+    every metric the run writes as MLflow metrics."""
+
+    tracking_uri: str
+    experiment: str
+    run_name: str
+    params: dict
+
+    def start(self):
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_experiment(self.experiment)
+        mlflow.start_run(run_name=self.run_name)
+        mlflow.log_params({k: str(v)[:500] for k, v in self.params.items()})
+        return mlflow
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def report_to_ray(metrics: dict, checkpoint_path: str | None) -> None:

@@ -19,7 +19,7 @@ from distrec.train.data_feed import DataFeed
 from distrec.train.dense_optim import build_optimizers
 from distrec.train.distributed import WorkerInfo
 from distrec.train.pipeline import DistrecTrainPipeline
-from distrec.train.progress import MetricsSink, ProgressMeter, report_to_ray
+from distrec.train.progress import MetricsSink, MlflowTarget, ProgressMeter, flatten, report_to_ray
 from distrec.train.sharded_model import shard_model
 
 log = logging.getLogger("distrec")
@@ -31,6 +31,15 @@ class TrainState:
     batch_in_epoch: int = 0  # batches of ``epoch`` already trained (the reader resumes after them)
     step: int = 0
     rows_in_epoch: int = 0  # real rows of ``epoch`` trained by all ranks, as of the last sync
+
+
+def mlflow_target(cfg) -> MlflowTarget | None:
+    if not cfg.metrics.mlflow_tracking_uri:
+        return None
+    from distrec.config.load import config_to_dict, redact_secrets
+
+    return MlflowTarget(cfg.metrics.mlflow_tracking_uri, cfg.metrics.mlflow_experiment, cfg.run.name,
+                        flatten(redact_secrets(config_to_dict(cfg))))
 
 
 class TrainSession:
@@ -45,7 +54,7 @@ class TrainSession:
             self.dmp, self.opt.optimizer, worker.device, self.opt.engine, cfg.trainer.nan_policy
         )
         self.state = TrainState()
-        self.sink = MetricsSink(run_dir, worker.is_chief, cfg.metrics.tensorboard)
+        self.sink = MetricsSink(run_dir, worker.is_chief, cfg.metrics.tensorboard, mlflow_target(cfg))
         self.last_checkpoint: str | None = None
         self.last_epoch_rows = 0  # real rows trained in the last finished epoch, all ranks
         self._unsynced_rows = 0  # this rank's real rows since the last sync
