@@ -14,8 +14,10 @@ from distrec.errors import DistrecError
 COMMAND_MODULES = [
     "distrec.data.cli",
     "distrec.commands.jobs",
+    "distrec.commands.msd",
     "distrec.commands.conure",
     "distrec.commands.stackrec",
+    "distrec.commands.egean",
 ]
 
 

@@ -154,3 +154,11 @@ def failing_checkpoint(rank: int, cfg_dict: dict, run_dir: str) -> dict:
     finally:
         ckpt.dcp.save = real_save
     return {"good": good, "latest": ckpt.latest_checkpoint(run_dir), "error": error}
+
+
+def load_with_optimizer(rank: int, cfg_dict: dict, checkpoint: str) -> bool:
+    """Load weights and optimizer state; True when the optimizer state could be restored."""
+    cfg = OmegaConf.create(cfg_dict)
+    session = make_session(cfg, "/nonexistent")
+    meta = load_checkpoint(checkpoint, session.dmp, session.opt.optimizer)
+    return meta["optimizer_restored"]

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from distrec.errors import CheckpointError
 from distrec.train.checkpoint import latest_checkpoint, read_meta
 from distrec.train.local_spawn import spawn
-from engine_workers import failing_checkpoint, predict, train_steps
+from engine_workers import failing_checkpoint, load_with_optimizer, predict, train_steps
 from test_sharded_training import GLOBAL_BATCH, all_tables, tiny_ctr_config
 
 
@@ -56,3 +56,22 @@ def test_checkpoint_without_meta_is_rejected(tmp_path):
     assert latest_checkpoint(str(tmp_path)) == str(broken)
     with pytest.raises(CheckpointError, match="step-000000005.*incomplete"):
         read_meta(str(broken))
+
+
+def test_changed_column_split_loads_weights_only(tmp_path):
+    """Row-wise state follows a 2 -> 1 worker reshard; a changed column split cannot (its
+    optimizer state has per-shard shapes): then weights load alone, predictions unchanged."""
+    tables = ["user_id"] + [f"c{i}" for i in range(6)]
+    column_split = [f"sharding.tables.{t}.min_partition=8" for t in tables]
+    two_cw = tiny_ctr_config(tmp_path, *all_tables("column_wise"), *column_split,
+                             f"data.batch_size={GLOBAL_BATCH // 2}")
+    two_rw = tiny_ctr_config(tmp_path, *all_tables("row_wise"), f"data.batch_size={GLOBAL_BATCH // 2}")
+    one = OmegaConf.to_container(tiny_ctr_config(tmp_path, f"data.batch_size={GLOBAL_BATCH}"), resolve=True)
+    cw = spawn(train_steps, 2, OmegaConf.to_container(two_cw, resolve=True), str(tmp_path / "cw"), GLOBAL_BATCH, 2)[0]
+    rw = spawn(train_steps, 2, OmegaConf.to_container(two_rw, resolve=True), str(tmp_path / "rw"), GLOBAL_BATCH, 2)[0]
+
+    assert spawn(load_with_optimizer, 1, one, rw["checkpoint"])[0] is True
+    assert spawn(load_with_optimizer, 1, one, cw["checkpoint"])[0] is False
+    preds_two = spawn(predict, 2, OmegaConf.to_container(two_cw, resolve=True), cw["checkpoint"], GLOBAL_BATCH)[0]
+    preds_one = spawn(predict, 1, one, cw["checkpoint"], GLOBAL_BATCH)[0]
+    torch.testing.assert_close(torch.tensor(preds_one), torch.tensor(preds_two), rtol=1e-5, atol=1e-6)

@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import uuid
 
 import pytest
 import yaml
@@ -47,3 +49,18 @@ def test_smoke_run_trains_reports_and_resumes(tmp_path, ray_cluster, capsys):
     assert len(runs) == 1 and runs[0].data.params["trainer.num_workers"] == "2"
     history = mlflow.tracking.MlflowClient().get_metric_history(runs[0].info.run_id, "auc")
     assert [m.step for m in history] == [16, 20] and history[-1].value == pytest.approx(first[-1]["auc"])
+
+
+@pytest.mark.ray
+def test_demo_config_with_relative_paths(ray_cluster):
+    """`make demo` runs configs/ctr/smoke.yaml as written: relative paths, from the checkout."""
+    scratch = f"runs/pytest-{uuid.uuid4().hex[:8]}"
+    try:
+        assert main(["run", "configs/ctr/smoke.yaml", f"run.output_dir={scratch}",
+                     f"data.train={scratch}/data/train", f"data.valid={scratch}/data/valid",
+                     f"data.schema={scratch}/data/train/schema.yaml", "data.synth.rows=4000",
+                     "data.synth.valid_rows=1000", "trainer.epochs=1"]) == 0
+        final = json.loads(open(f"{scratch}/ctr-smoke/metrics.jsonl").read().splitlines()[-1])
+        assert final["num_rows"] == 1000 and final["auc"] > 0.5
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

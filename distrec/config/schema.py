@@ -59,6 +59,7 @@ class TableShardingConfig:
     sharding_types: List[str] = field(default_factory=list)
     compute_kernel: Optional[str] = None  # fused, dense, ... (TorchRec EmbeddingComputeKernel)
     embedding_dim: Optional[int] = None  # overrides model.embedding_dim for this table
+    min_partition: Optional[int] = None  # smallest column-shard width the planner may choose (column_wise)
 
 
 @dataclass

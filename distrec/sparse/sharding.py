@@ -71,11 +71,13 @@ def parameter_constraints(sharding_cfg, table_names: list[str]) -> dict[str, Par
         types = list(table_cfg.sharding_types) if table_cfg and table_cfg.sharding_types else []
         types = types or list(sharding_cfg.default_types)
         kernel = table_cfg.compute_kernel if table_cfg else None
-        if not types and not kernel:
+        min_partition = table_cfg.min_partition if table_cfg else None
+        if not types and not kernel and not min_partition:
             continue
         constraints[name] = ParameterConstraints(
             sharding_types=[_sharding_type(t, f"sharding.tables.{name}") for t in types] or None,
             compute_kernels=[kernel] if kernel else None,
+            min_partition=min_partition,
         )
     return constraints
 

@@ -167,7 +167,8 @@ def _load_optimizer(path: str, optimizer) -> bool:
         dcp.load({"optim": optim_state}, storage_reader=FsspecReader(path))
         optimizer.load_state_dict(optim_state)
         return True
-    except Exception as exc:  # noqa: BLE001 - DCP raises generic errors on shape mismatches
+    except (Exception, dcp.api.CheckpointException) as exc:  # noqa: BLE001 - DCP wraps shape mismatches
+        # (CheckpointException derives from BaseException)
         _warn_once(
             f"optimizer state in {path} does not fit this sharding plan ({str(exc).splitlines()[0][:200]}); "
             "loaded model weights only, optimizer state starts fresh"

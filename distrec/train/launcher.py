@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -26,6 +27,11 @@ def ray_worker_entry(loop_config: dict) -> None:
     from distrec.recipes import recipe_module
 
     cfg = OmegaConf.create(loop_config["config"])
+    entry = loop_config.get("entry")  # "module:function" run instead of the recipe's train_worker
+    if entry:
+        module, _, function = entry.partition(":")
+        getattr(importlib.import_module(module), function)(cfg, in_ray=True)
+        return
     recipe_module(cfg.run.recipe).train_worker(cfg, in_ray=True)
 
 
@@ -56,8 +62,11 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def run_training(cfg) -> dict:
-    """Run ``cfg`` on ``trainer.num_workers`` Ray Train workers; returns the final metrics."""
+def run_training(cfg, entry: str | None = None) -> dict:
+    """Run ``cfg`` on ``trainer.num_workers`` Ray Train workers; returns the final metrics.
+
+    ``entry`` ("module:function", called as ``function(cfg, in_ray=True)`` in every worker)
+    replaces the recipe's ``train_worker``, e.g. for a recipe's other distributed jobs."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -68,10 +77,13 @@ def run_training(cfg) -> dict:
     out = run_dir(cfg)
     save_resolved_config(cfg, out)
     trainer_cfg = cfg.trainer
+    # Ray Train (read here, in the driver) would move each worker into a scratch directory;
+    # config paths are relative to where `distrec run` starts, or to a job's working directory.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     ensure_ray(trainer_cfg.address, trainer_cfg.num_workers * trainer_cfg.cpus_per_worker, trainer_cfg.use_gpu)
     trainer = TorchTrainer(
         train_loop_per_worker=ray_worker_entry,
-        train_loop_config={"config": config_to_dict(cfg)},
+        train_loop_config={"config": config_to_dict(cfg), "entry": entry},
         scaling_config=ScalingConfig(
             num_workers=trainer_cfg.num_workers,
             use_gpu=trainer_cfg.use_gpu,

@@ -163,7 +163,8 @@ def report_to_ray(metrics: dict, checkpoint_path: str | None) -> None:
 
     checkpoint = None
     if checkpoint_path is not None:
-        checkpoint = ray.train.Checkpoint(checkpoint_path)
+        local = "://" not in checkpoint_path
+        checkpoint = ray.train.Checkpoint(os.path.abspath(checkpoint_path) if local else checkpoint_path)
     ray.train.report(
         metrics,
         checkpoint=checkpoint,
