@@ -1,8 +1,8 @@
 """Conure's task heads on top of the backbone's hidden states.
 
-- next_item (T1): untied output layer, sampled softmax in training (a share of the items drawn
-  uniformly, one sample shared by the batch, accidental hits masked), full softmax scores in
-  evaluation.
+- next_item (T1): untied output layer, sampled softmax in training (StackRec's shared
+  ``SampledSoftmaxHead``: a share of the items, one sample per batch, accidental hits masked),
+  full softmax scores in evaluation.
 - item_rec: a new target table scored by dot product with the hidden state at an appended
   separator; BPR loss with negatives from a popularity-rank (log-uniform over rank) sampler.
 - profile: a linear label head on the hidden state at the separator, cross-entropy.
@@ -20,32 +20,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distrec.models.sampled_softmax import SampledSoftmaxHead
 
-class NextItemHead(nn.Module):
+
+class NextItemHead(SampledSoftmaxHead):
+    """T1: the shared sampled-softmax output layer (distrec.models.sampled_softmax), applied at
+    every position; ``valid`` [B, L] marks positions with a real input and target."""
+
     kind = "next_item"
 
     def __init__(self, channels: int, num_items: int, sampled_share: float):
-        super().__init__()
-        self.output = nn.Linear(channels, num_items)
-        self.num_samples = max(1, min(num_items - 1, round(sampled_share * num_items)))
+        super().__init__(channels, num_items, sampled_share)
 
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Sampled-softmax loss averaged over valid positions. hidden [B, L, C], targets [B, L]."""
-        h, t = hidden[valid], targets[valid]
-        if h.shape[0] == 0:
-            return hidden.sum() * 0.0
-        n = self.output.weight.shape[0]
-        sampled = torch.randint(1, n, (self.num_samples,), device=h.device)
-        true_logit = (h * self.output.weight[t]).sum(-1) + self.output.bias[t]
-        sampled_logits = h @ self.output.weight[sampled].T + self.output.bias[sampled]
-        sampled_logits = sampled_logits.masked_fill(sampled[None, :] == t[:, None], float("-inf"))
-        logits = torch.cat([true_logit[:, None], sampled_logits], dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(t))
-
-    def scores(self, last_hidden: torch.Tensor) -> torch.Tensor:
-        scores = self.output(last_hidden)
-        scores[:, 0] = float("-inf")  # id 0 is padding, never a target
-        return scores
+        c = hidden.shape[-1]
+        return super().loss(hidden.reshape(-1, c), targets.reshape(-1), valid.reshape(-1).to(hidden.dtype))
 
 
 class PopularityRankSampler(nn.Module):

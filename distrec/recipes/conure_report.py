@@ -28,14 +28,15 @@ def strategy_table(state: ConureState) -> dict:
             "metrics": {r["stage"]: r["metrics"] for r in state.history}}
 
 
-def probes_unchanged(run_dir: str, state: ConureState) -> dict[str, bool]:
-    """Per task: are its probe outputs after the last stage bit-identical to those after its own?"""
+def probes_unchanged(run_dir: str, state: ConureState) -> dict[str, bool | None]:
+    """Per task: are its probe outputs after the last stage bit-identical to those after its own?
+    None where the last stage did not re-evaluate it (``separate``: independent models)."""
     out = {}
     last = len(state.history)
     for stage, task in enumerate(state.tasks, start=1):
         first = _load(posixpath.join(run_dir, "probes", f"stage-{stage:02d}", f"{task['name']}.pt"))
         final = _load(posixpath.join(run_dir, "probes", f"stage-{last:02d}", f"{task['name']}.pt"))
-        out[task["name"]] = first is not None and final is not None and torch.equal(first, final)
+        out[task["name"]] = None if final is None else first is not None and torch.equal(first, final)
     return out
 
 
@@ -73,7 +74,7 @@ def report_markdown(report: dict) -> str:
         for name, row in table.items():
             same = entry["old_task_outputs_bit_identical"].get(name)
             lines.append(f"| {name} | " + " | ".join(_fmt(row.get(s)) for s in stages)
-                         + f" | {'yes' if same else 'no'} |")
+                         + f" | {'n/a' if same is None else 'yes' if same else 'no'} |")
         params = entry["params"]
         lines += ["", f"Parameters: {params.get('total', 0):,} in total"]
         if "conv_weights_per_task" in params:
@@ -97,7 +98,9 @@ def heatmap_png(report: dict) -> bytes:
         tasks = list(table)
         stages = sorted({s for row in table.values() for s in row})
         grid = np.array([[table[t].get(s, np.nan) for s in stages] for t in tasks], dtype=float)
-        ax.imshow(grid, cmap="viridis", aspect="auto")
+        # colour per row (each task's metric has its own scale): share of that task's best value
+        row_max = np.nanmax(np.where(np.isnan(grid), -np.inf, grid), axis=1, keepdims=True)
+        ax.imshow(grid / np.where(row_max > 0, row_max, 1.0), cmap="viridis", aspect="auto", vmin=0, vmax=1)
         for i in range(len(tasks)):
             for j in range(len(stages)):
                 if not np.isnan(grid[i, j]):
