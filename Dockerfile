@@ -1,5 +1,5 @@
 # distrec on a Ray GPU image: the CUDA builds of the pinned stack (launch/install.sh gpu).
-# Build:  docker build -t distrec:0.1.0 .
+# Build:  docker build -t ghcr.io/distrec/distrec:0.1.0 .
 # Run:    used as the image of cluster/ manifests; the entry point is `distrec`.
 FROM rayproject/ray:2.60.0-py311-cu128
 
