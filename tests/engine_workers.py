@@ -162,3 +162,24 @@ def load_with_optimizer(rank: int, cfg_dict: dict, checkpoint: str) -> bool:
     session = make_session(cfg, "/nonexistent")
     meta = load_checkpoint(checkpoint, session.dmp, session.opt.optimizer)
     return meta["optimizer_restored"]
+
+
+def train_with_poisoned_batch(rank: int, cfg_dict: dict, global_batch: int, poisoned_step: int) -> dict:
+    """Train 3 global batches, the ``poisoned_step``-th with a NaN dense feature on rank 0."""
+    from distrec.train.pipeline import NonFiniteLossError
+
+    cfg = OmegaConf.create(cfg_dict)
+    session = make_session(cfg, "/nonexistent")
+    world = dist.get_world_size()
+    batches = [local_slice(b, rank, world) for b in global_batches(cfg_dict, global_batch)[:3]]
+    if rank == 0:
+        batches[poisoned_step].dense[0, 0] = float("nan")
+    snapshots, it = [], iter(batches)
+    try:
+        for _ in batches:
+            session.pipeline.progress(it)
+            snapshots.append({k: v.detach().clone() for k, v in session.dmp.module.dense.state_dict().items()})
+    except NonFiniteLossError as exc:
+        return {"error": str(exc), "steps": len(snapshots)}
+    unchanged = [all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(snapshots, snapshots[1:])]
+    return {"error": None, "skipped": session.pipeline.skipped_steps, "unchanged_after": unchanged}
