@@ -63,6 +63,7 @@ class GroundTruthConfig:
     num_contexts: int = 16
     num_dense: int = 4
     zipf_a: float = 1.1
+    driver_scale: float = 1.0  # spread of the conversion drivers v (the id effects are uniform in ±driver_scale)
     ctr_bias: float = -1.0  # click logit offset (mean CTR)
     cvr_bias: float = -1.5  # conversion logit offset (mean CVR)
     seed: int = 0  # sampling only; the hidden world is fixed, so train and valid share it
@@ -97,6 +98,9 @@ class MethodConfig:
     pvdr_lambda_tau: float = 1000.0  # τ in steps (ours); 0: λ = λ_∞ from the start
     # (ours) ê enters PVDR/DR as a constant: only the imputation loss trains the imputation tower
     detach_imputation_in_dr: bool = True
+    # naive_cvr: does its CTR loss also train the shared embedding? false (ours): the CVR model
+    # learns from clicked rows only, its CTR head (for CTR/CTCVR metrics) reads a stop-gradient copy
+    naive_ctr_trains_embedding: bool = False
     mmd_embedding: str = "gated"  # (ours) CVR-personalised side of the MMD: gated (O_t) | lora (E_t)
     mmd_max_rows: int = 1024  # clicked rows per batch entering the O(n²) MMD (the first ones)
     # exposure negatives without non-exposed candidates in the data: in-batch shuffled rows (ours).

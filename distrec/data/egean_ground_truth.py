@@ -2,14 +2,14 @@
 
 Every impression (user, item, item category, context, dense features) gets
 
-    conversion drivers  v = b_user + b_item + b_category + b_context + w_v · x
+    conversion drivers  v = s · (b_user + b_item + b_category + b_context + w_v · x)
     true CVR            q = sigmoid(cvr_bias + v)
     true CTR            c = sigmoid(ctr_bias + shift · v + a_user + a_item + a_context + w_c · x)
 
 then click ~ Bernoulli(c), cvr_draw ~ Bernoulli(q) (what would happen if clicked) and
 purchase = click · cvr_draw. Clicks are selected by the same features that drive conversion, so
 the clicked space over-represents impressions that convert well: ``shift`` is the strength of
-that covariate shift (0: clicks ignore the conversion drivers). Conversion depends on the
+that covariate shift (0: clicks ignore the conversion drivers); s is ``driver_scale``. Conversion depends on the
 features only, so an estimator that reweights the clicked space correctly can be unbiased.
 
 The hidden per-id effects are hashes of the id (``distrec.data.synth.hidden_weight``): no table is
@@ -82,6 +82,7 @@ class GroundTruthWorld:
             drivers = drivers + hidden_weight(_CONVERSION_SALT + k, ids[name])
             if name != "item_category":
                 click_own = click_own + _CLICK_OWN_SCALE * hidden_weight(_CLICK_SALT + k, ids[name])
+        drivers = self.cfg.driver_scale * drivers
         cvr = _sigmoid(self.cfg.cvr_bias + drivers)
         ctr = _sigmoid(self.cfg.ctr_bias + self.cfg.shift * drivers + click_own)
         return ctr, cvr

@@ -66,6 +66,11 @@ class EgeanDenseNet(nn.Module):
         personalised = variant == "egean"
         tasks = ["ctr", "cvr"] + (["imputation"] if variant in ("egean", "escm2_dr") else [])
         self.branches = nn.ModuleDict({t: TaskBranch(width, model_cfg, personalised) for t in tasks})
+        # naive_cvr is a CVR model of the clicked rows: unless told otherwise its CTR head reads a
+        # stop-gradient copy, so only clicked rows train the shared embedding
+        self.detached_tasks = (
+            {"ctr"} if variant == "naive_cvr" and not method_cfg.naive_ctr_trains_embedding else set()
+        )
         self.exposure = (
             ExposureHead(self.num_fields, dim, list(model_cfg.exposure_arch), model_cfg.leaky_relu_slope,
                          shuffle_groups)
@@ -79,7 +84,8 @@ class EgeanDenseNet(nn.Module):
         shared = fields.flatten(1)
         out = {"shared": shared}
         for task, branch in self.branches.items():
-            out[f"{task}_out"], out[f"{task}_lora"], out[f"{task}_gated"] = branch(shared)
+            source = shared.detach() if task in self.detached_tasks else shared
+            out[f"{task}_out"], out[f"{task}_lora"], out[f"{task}_gated"] = branch(source)
         if self.exposure is not None:
             out["exposure_loss"] = self.exposure.loss(fields, (weights > 0).to(fields.dtype))
         return out

@@ -131,6 +131,8 @@ def distill_worker(cfg, in_ray: bool = False) -> dict:
     loss_after = evaluate()
     metrics = {"distill_loss_before": loss_before, "distill_loss_after": loss_after, "steps": step,
                "entities": len(raws), "train_losses": losses}
+    with torch.no_grad():  # a probe the tests compare with the reloaded checkpoint
+        probe = {"texts": [raws[i] for i in mine[:4]], "vectors": engine(raw_ids[:4], raw_mask[:4]).tolist()}
     sink.write({"distill_loss_before": loss_before, "distill_loss_after": loss_after}, step)
     _save(engine, tokenizer, dcfg.output, worker.is_chief, metrics)
     barrier()
@@ -138,7 +140,7 @@ def distill_worker(cfg, in_ray: bool = False) -> dict:
     if worker.is_chief:
         log.info("distillation: loss %.4f -> %.4f over %d steps; student written to %s",
                  loss_before, loss_after, step, dcfg.output)
-    return metrics
+    return {**metrics, "probe": probe}
 
 
 def _save(engine, tokenizer, out: str, is_chief: bool, metrics: dict) -> None:
@@ -156,4 +158,4 @@ def _save(engine, tokenizer, out: str, is_chief: bool, metrics: dict) -> None:
 def _run_dir(cfg) -> str:
     from distrec.config.load import run_dir
 
-    return f"{run_dir(cfg)}-distill"
+    return run_dir(cfg)

@@ -38,10 +38,6 @@ def _check(cfg, schema: FeatureSchema) -> None:
                               f"users.parquet / items.parquet)")
         if schema.field(name).hash:
             raise ConfigError(f"{schema.source}: field '{name}' is hashed; MSD needs the importer's ids")
-    sem = cfg.method.semantics
-    if sem.lora and cfg.dense.backend != "deepspeed":
-        raise ConfigError("method.semantics.lora=true trains LoRA only on steps with online-encoded "
-                          "items, which DDP's static graph cannot take: set dense.backend=deepspeed")
 
 
 def _cache(tokenizer, texts: list[str], frequency: np.ndarray, cfg) -> FrequencyAdaptiveCache:

@@ -22,6 +22,8 @@ import posixpath
 import time
 from dataclasses import asdict
 
+import torch
+
 from distrec.config.load import run_dir
 from distrec.data.schema import FeatureSchema
 from distrec.data.storage import filesystem, write_text_atomic
@@ -95,6 +97,8 @@ class EarlyStopping:
 
 def train_worker(cfg, in_ray: bool = False) -> dict:
     configure_logging()
+    if not cfg.trainer.use_gpu:  # one intra-op pool per CPU granted: oversubscribed workers crawl
+        torch.set_num_threads(max(1, int(cfg.trainer.cpus_per_worker)))
     worker = worker_info(cfg.trainer.use_gpu)
     seed_everything(cfg.run.seed + worker.rank)  # negatives differ per rank; weights come from rank 0
     schema = FeatureSchema.load(cfg.data.schema)

@@ -20,31 +20,22 @@ def table_dims(schema: FeatureSchema, default_dim: int, overrides: dict) -> dict
     return dims
 
 
-def embedding_bag_configs(schema: FeatureSchema, dims: dict[str, int]) -> list[EmbeddingBagConfig]:
-    """Sum-pooled tables: every sparse, multi-hot and sequence field pools to one vector."""
+def _table_fields(schema: FeatureSchema, dims: dict[str, int]) -> list[dict]:
     return [
-        EmbeddingBagConfig(
-            name=spec.name,
-            embedding_dim=dims[spec.name],
-            num_embeddings=spec.num_embeddings,
-            feature_names=list(spec.feature_names),
-            pooling=PoolingType.SUM,
-        )
+        {"name": spec.name, "embedding_dim": dims[spec.name], "num_embeddings": spec.num_embeddings,
+         "feature_names": list(spec.feature_names)}
         for spec in schema.tables()
     ]
+
+
+def embedding_bag_configs(schema: FeatureSchema, dims: dict[str, int]) -> list[EmbeddingBagConfig]:
+    """Sum-pooled tables: every sparse, multi-hot and sequence field pools to one vector."""
+    return [EmbeddingBagConfig(**fields, pooling=PoolingType.SUM) for fields in _table_fields(schema, dims)]
 
 
 def embedding_configs(schema: FeatureSchema, dims: dict[str, int]) -> list[EmbeddingConfig]:
     """Unpooled tables, for models that need one vector per position (sequence models)."""
-    return [
-        EmbeddingConfig(
-            name=spec.name,
-            embedding_dim=dims[spec.name],
-            num_embeddings=spec.num_embeddings,
-            feature_names=list(spec.feature_names),
-        )
-        for spec in schema.tables()
-    ]
+    return [EmbeddingConfig(**fields) for fields in _table_fields(schema, dims)]
 
 
 def build_embedding_bags(configs: list[EmbeddingBagConfig], device: torch.device = META):
