@@ -47,7 +47,7 @@ def train_worker(cfg, in_ray: bool = False, build=None) -> dict:
     """``build(cfg, schema)`` makes the model (default: this recipe's ``build_model``); recipes
     whose model keeps the CTR contract reuse this loop with their own."""
     configure_logging()
-    worker = worker_info(cfg.trainer.use_gpu)
+    worker = worker_info(cfg.trainer.use_gpu, cfg.trainer.cpus_per_worker)
     seed_everything(cfg.run.seed)
     schema = FeatureSchema.load(cfg.data.schema)
     session = TrainSession(cfg, (build or build_model)(cfg, schema), worker, run_dir(cfg), in_ray)

@@ -38,7 +38,11 @@ class WorkerInfo:
         return self.rank == 0
 
 
-def worker_info(use_gpu: bool) -> WorkerInfo:
+def worker_info(use_gpu: bool, cpus_per_worker: float | None = None) -> WorkerInfo:
+    """This worker's place; on CPU also caps torch's threads at the worker's CPU share
+    (default torch threads per process on a shared machine slow every worker down many-fold)."""
+    if cpus_per_worker and not use_gpu:
+        torch.set_num_threads(max(1, int(cpus_per_worker)))
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
