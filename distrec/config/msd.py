@@ -41,6 +41,7 @@ class TeacherConfig:
     model: Optional[str] = None
     gguf_file: Optional[str] = "SmolLM2-135M-Instruct.Q4_1.gguf"  # None for a plain HF model
     max_new_tokens: int = 96
+    repetition_penalty: float = 1.3  # greedy decoding of a small model loops without it
     batch_size: int = 8  # prompts per generate() call
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
     dtype: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | float32 | bfloat16 | float16

@@ -66,25 +66,31 @@ class HFTeacher:
         ).to(self.device).eval()
         self.max_new_tokens = teacher_cfg.max_new_tokens
         self.batch_size = max(1, teacher_cfg.batch_size)
+        self.repetition_penalty = teacher_cfg.repetition_penalty
 
-    def _chat(self, system: str, prompt: str) -> str:
+    def _chat(self, system: str, prompt: str, answer_prefix: str) -> str:
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        chat = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return chat + answer_prefix
 
     @torch.no_grad()
-    def complete(self, system: str, prompts: list[str]) -> list[str]:
+    def complete(self, system: str, prompts: list[str], prefixes: list[str] | None = None) -> list[str]:
+        """Greedy answers to ``prompts``, each starting with its prefix (kept in the answer)."""
+        prefixes = prefixes or [""] * len(prompts)
         out = []
         for start in range(0, len(prompts), self.batch_size):
-            chats = [self._chat(system, p) for p in prompts[start:start + self.batch_size]]
+            rows = range(start, min(start + self.batch_size, len(prompts)))
+            chats = [self._chat(system, prompts[i], prefixes[i]) for i in rows]
             enc = self.tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             generated = self.model.generate(
                 **enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
+                repetition_penalty=self.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
             )
-            new_tokens = generated[:, enc["input_ids"].shape[1]:]
-            out += [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            texts = self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out += [(prefixes[i] + text).strip() for i, text in zip(rows, texts)]
         return out
 
-    def generate(self, level: str, fields: list[dict], prompts: list[str], system: str = "") -> list[str]:
-        return self.complete(system, prompts)
+    def generate(self, level: str, fields: list[dict], prompts: list[str], system: str = "",
+                 prefixes: list[str] | None = None) -> list[str]:
+        return self.complete(system, prompts, prefixes)

@@ -52,7 +52,8 @@ class TeacherBatchFn:
                 continue
             prompt = self.prompts[level]
             out = self.teacher.generate(level, [fields[i] for i in rows],
-                                        [prompt.render(fields[i]) for i in rows], prompt.system)
+                                        [prompt.render(fields[i]) for i in rows], prompt.system,
+                                        [prompt.prefix(fields[i]) for i in rows])
             for i, text in zip(rows, out):
                 texts[i] = text
         return {"level": levels, "id": ids, "text": texts}

@@ -65,6 +65,7 @@ def user_knowledge(fields: dict) -> str:
 
 
 class MetadataTeacher:
-    def generate(self, level: str, fields: list[dict], prompts: list[str], system: str = "") -> list[str]:
+    def generate(self, level: str, fields: list[dict], prompts: list[str], system: str = "",
+                 prefixes: list[str] | None = None) -> list[str]:
         make = item_knowledge if level == "item" else user_knowledge
         return [make(f) for f in fields]

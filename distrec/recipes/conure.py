@@ -290,7 +290,7 @@ def train_worker(cfg, in_ray: bool = False) -> dict:
     if cfg.dense.backend != "ddp":
         raise ConfigError("conure: dense.backend must be 'ddp' (frozen entries are restored after "
                           f"each torch optimizer step), got {cfg.dense.backend!r}")
-    worker = worker_info(cfg.trainer.use_gpu)
+    worker = worker_info(cfg.trainer.use_gpu, cfg.trainer.cpus_per_worker)
     tasks = resolve_tasks(cfg)
     out = run_dir(cfg)
     state = ConureState.load(out, cfg.method.strategy)
