@@ -97,8 +97,6 @@ class EarlyStopping:
 
 def train_worker(cfg, in_ray: bool = False) -> dict:
     configure_logging()
-    if not cfg.trainer.use_gpu:  # one intra-op pool per CPU granted: oversubscribed workers crawl
-        torch.set_num_threads(max(1, int(cfg.trainer.cpus_per_worker)))
     worker = worker_info(cfg.trainer.use_gpu, cfg.trainer.cpus_per_worker)
     seed_everything(cfg.run.seed + worker.rank)  # negatives differ per rank; weights come from rank 0
     schema = FeatureSchema.load(cfg.data.schema)
