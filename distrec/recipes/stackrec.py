@@ -22,7 +22,6 @@ import posixpath
 import time
 from dataclasses import asdict
 
-import torch
 
 from distrec.config.load import run_dir
 from distrec.data.schema import FeatureSchema
