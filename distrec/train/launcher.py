@@ -16,7 +16,7 @@ from distrec.train.distributed import LOOPBACK_ENV, use_loopback_defaults
 log = logging.getLogger("distrec")
 # Settings (never credentials) that workers of an embedded cluster must share with the driver;
 # credentials reach workers through the inherited process environment, not Ray's runtime_env.
-FORWARDED_ENV = ("GLOO_SOCKET_IFNAME", "MASTER_ADDR", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
+FORWARDED_ENV = ("GLOO_SOCKET_IFNAME", "MASTER_ADDR", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "OMP_WAIT_POLICY",
                  "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 
 
@@ -90,7 +90,8 @@ def run_training(cfg, entry: str | None = None) -> dict:
             resources_per_worker={"CPU": trainer_cfg.cpus_per_worker},
             placement_strategy=trainer_cfg.placement_strategy,
         ),
-        torch_config=TorchConfig(backend="nccl" if trainer_cfg.use_gpu else "gloo",
+        # on GPUs NCCL carries CUDA tensors and gloo the CPU ones (metric gathers, counters)
+        torch_config=TorchConfig(backend="cpu:gloo,cuda:nccl" if trainer_cfg.use_gpu else "gloo",
                                  timeout_s=trainer_cfg.timeout_s),
         run_config=RunConfig(
             name=cfg.run.name,

@@ -34,7 +34,7 @@ class DistrecTrainPipeline(TrainPipelineSparseDist):
         self.skipped_steps = 0
 
     def _backward(self, losses: torch.Tensor) -> None:
-        self._skip_update = not all_ranks_true(bool(torch.isfinite(losses).all()))
+        self._skip_update = not all_ranks_true(bool(torch.isfinite(losses).all()), losses.device)
         if self._skip_update:
             if self._nan_policy == "error":
                 raise NonFiniteLossError(

@@ -146,7 +146,7 @@ class TrainSession:
 
     def _sync_rows(self) -> None:
         """Add every rank's rows trained since the last sync to ``state.rows_in_epoch``."""
-        t = torch.tensor([self._unsynced_rows], dtype=torch.int64)
+        t = torch.tensor([self._unsynced_rows], dtype=torch.int64, device=self.worker.device)
         if dist.is_initialized():
             dist.all_reduce(t)
         self.state.rows_in_epoch += int(t.item())
@@ -170,7 +170,7 @@ class TrainSession:
     def _mean_loss(self, outputs: dict) -> float:
         """Loss averaged over every rank's real rows (a collective on log steps only)."""
         real = outputs["weights"].sum()
-        t = torch.stack([outputs["loss"] * real, real]).double().cpu()
+        t = torch.stack([outputs["loss"] * real, real]).double()
         if dist.is_initialized():
             dist.all_reduce(t)
         return float(t[0] / t[1].clamp(min=1))
