@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import sys
 import time
-import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,57 +147,14 @@ def print_table(headers: list[str], rows: list[list], title: str | None = None) 
 # --- worker processes -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(rank: int, world_size: int, port: int, backend: str, fn, args, results) -> None:
-    import torch.distributed as dist
-
-    for key, value in LOOPBACK.items():
-        os.environ.setdefault(key, value)
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_WORLD_SIZE=str(world_size), MASTER_PORT=str(port))
-    quiet()
-    if "nccl" in backend:
-        import torch
-
-        torch.cuda.set_device(rank % torch.cuda.device_count())
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    try:
-        results[rank] = ("ok", fn(rank, *args))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent with its traceback
-        results[rank] = ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-        raise
-    finally:
-        dist.destroy_process_group()
-
-
 def spawn(fn, world_size: int, *args, backend: str = "gloo", timeout_s: float = 1800):
-    """``fn(rank, *args)`` in ``world_size`` fresh processes joined by a process group on
-    127.0.0.1; returns the per-rank results. Processes fork from a forkserver that imported
-    torch/torchrec/distrec once, so each call costs well under a second after the first."""
-    import torch.multiprocessing as mp
+    """``fn(rank, *args)`` in ``world_size`` processes joined by a process group on 127.0.0.1;
+    they fork from a forkserver that imported torch/torchrec/distrec once, so each call costs
+    well under a second after the first."""
+    from distrec.train.local_spawn import spawn as spawn_workers
 
-    mp.set_forkserver_preload(PRELOAD)
-    ctx_mp = mp.get_context("forkserver")
-    with ctx_mp.Manager() as manager:
-        results = manager.dict()
-        ctx = mp.start_processes(_run, args=(world_size, free_port(), backend, fn, args, results),
-                                 nprocs=world_size, join=False, start_method="forkserver")
-        deadline = time.monotonic() + timeout_s
-        try:
-            while not ctx.join(timeout=2):
-                if time.monotonic() > deadline:
-                    for process in ctx.processes:
-                        process.kill()
-                    raise TimeoutError(f"benchmark workers did not finish within {timeout_s:.0f} s")
-        except mp.ProcessRaisedException:
-            errors = [v[1] for v in results.values() if v[0] == "error"]
-            raise RuntimeError("a benchmark worker failed:\n" + "\n".join(errors)) from None
-        return [results[r][1] for r in range(world_size)]
+    return spawn_workers(fn, world_size, *args, timeout_s=timeout_s, backend=backend,
+                         start_method="forkserver", preload=PRELOAD, child_setup=quiet)
 
 
 def worker_threads(world_size: int) -> int:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run a distrec config as a KubeRay RayJob (cluster/kuberay/rayjob.yaml) and follow it.
 set -euo pipefail
+# shellcheck source=launch/_config_arg.sh
+. "$(dirname "$0")/_config_arg.sh"
 
 usage() {
   cat <<'USAGE'
@@ -44,27 +46,12 @@ while [[ $# -gt 0 ]]; do
     --no-follow) follow=0; shift ;;
     --dry-run) dry_run=1; shift ;;
     -*) echo "launch/kuberay.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
-    *=*) overrides+=("$1"); shift ;;
-    *)
-      if [[ -n "$config" ]]; then
-        echo "launch/kuberay.sh: one CONFIG only (got '$config' and '$1'); overrides are key=value" >&2
-        exit 2
-      fi
-      config="$1"; shift ;;
+    *) positional "launch/kuberay.sh" "$1"; shift ;;
   esac
 done
 [[ -n "$config" ]] || { usage >&2; exit 2; }
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
-if [[ -f "$config" && "$config" != /* ]]; then
-  config="$(cd "$(dirname "$config")" && pwd)/$(basename "$config")"
-fi
-case "$config" in
-  "$root"/*) config="${config#"$root"/}" ;;
-  /*) echo "launch/kuberay.sh: CONFIG must be inside this repository ($root), as in the image" >&2; exit 2 ;;
-esac
-cd "$root"
-[[ -f "$config" ]] || { echo "launch/kuberay.sh: config file not found: $config" >&2; exit 2; }
+config_in_checkout "launch/kuberay.sh"
 if [[ -z "$name" ]]; then
   # configs/ctr/cluster-1b.yaml -> distrec-ctr-cluster-1b (a DNS label; KubeRay adds suffixes)
   stem="$(basename "$(dirname "$config")")-$(basename "$config" .yaml)"

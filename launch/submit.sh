@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Submit a distrec config to a running Ray cluster through its Jobs API and follow the logs.
 set -euo pipefail
+# shellcheck source=launch/_config_arg.sh
+. "$(dirname "$0")/_config_arg.sh"
 
 usage() {
   cat <<'USAGE'
@@ -34,28 +36,12 @@ while [[ $# -gt 0 ]]; do
     --address=*) address="${1#--address=}"; shift ;;
     --no-follow) follow=(); shift ;;
     -*) echo "launch/submit.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
-    *=*) overrides+=("$1"); shift ;;
-    *)
-      if [[ -n "$config" ]]; then
-        echo "launch/submit.sh: one CONFIG only (got '$config' and '$1'); overrides are key=value" >&2
-        exit 2
-      fi
-      config="$1"; shift ;;
+    *) positional "launch/submit.sh" "$1"; shift ;;
   esac
 done
 [[ -n "$config" ]] || { usage >&2; exit 2; }
 
-# The job's working directory is this checkout: submit from its root, with a config inside it.
-root="$(cd "$(dirname "$0")/.." && pwd)"
-if [[ -f "$config" && "$config" != /* ]]; then
-  config="$(cd "$(dirname "$config")" && pwd)/$(basename "$config")"
-fi
-case "$config" in
-  "$root"/*) config="${config#"$root"/}" ;;
-  /*) echo "launch/submit.sh: CONFIG must be inside this checkout ($root) to be uploaded" >&2; exit 2 ;;
-esac
-cd "$root"
-[[ -f "$config" ]] || { echo "launch/submit.sh: config file not found: $config" >&2; exit 2; }
+config_in_checkout "launch/submit.sh"
 if ! command -v distrec >/dev/null 2>&1 && [[ -f .venv/bin/activate ]]; then
   # shellcheck disable=SC1091
   . .venv/bin/activate

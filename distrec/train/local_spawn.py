@@ -1,4 +1,5 @@
-"""Run a function on N local gloo processes without Ray (tests, benchmarks, debugging).
+"""Run a function on N local processes joined by a process group, without Ray (tests,
+benchmarks, debugging).
 
 ``spawn(fn, world_size, *args)`` calls ``fn(rank, *args)`` in N fresh processes with a
 process group on 127.0.0.1 and returns the per-rank return values (which must be picklable).
@@ -23,11 +24,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(rank: int, world_size: int, port: int, fn, args, results) -> None:
-    use_loopback_defaults()
+def _run(rank: int, world_size: int, port: int, backend: str, child_setup, fn, args, results) -> None:
+    use_loopback_defaults(gpu="nccl" in backend)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      MASTER_PORT=str(port))
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+                      LOCAL_WORLD_SIZE=str(world_size), MASTER_PORT=str(port))
+    if child_setup is not None:
+        child_setup()
+    if "nccl" in backend:
+        import torch
+
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         results[rank] = ("ok", fn(rank, *args))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent with its traceback
@@ -37,11 +44,17 @@ def _run(rank: int, world_size: int, port: int, fn, args, results) -> None:
         dist.destroy_process_group()
 
 
-def spawn(fn, world_size: int, *args, timeout_s: float = 600):
-    with mp.Manager() as manager:
+def spawn(fn, world_size: int, *args, timeout_s: float = 600, backend: str = "gloo",
+          start_method: str = "spawn", preload: list[str] | None = None, child_setup=None):
+    """``start_method="forkserver"`` with ``preload`` modules makes repeated calls cheap: the
+    children fork from a server that imported them once."""
+    ctx_mp = mp.get_context(start_method)
+    if preload and start_method == "forkserver":
+        ctx_mp.set_forkserver_preload(preload)
+    with ctx_mp.Manager() as manager:
         results = manager.dict()
-        ctx = mp.start_processes(_run, args=(world_size, free_port(), fn, args, results),
-                                 nprocs=world_size, join=False, start_method="spawn")
+        ctx = mp.start_processes(_run, args=(world_size, free_port(), backend, child_setup, fn, args, results),
+                                 nprocs=world_size, join=False, start_method=start_method)
         deadline = time.monotonic() + timeout_s
         try:
             while not ctx.join(timeout=2):
