@@ -86,7 +86,7 @@ class EgeanDenseNet(nn.Module):
         for task, branch in self.branches.items():
             source = shared.detach() if task in self.detached_tasks else shared
             out[f"{task}_out"], out[f"{task}_lora"], out[f"{task}_gated"] = branch(source)
-        if self.exposure is not None:
+        if self.exposure is not None and self.training:  # a training signal only: skipped in evaluation
             out["exposure_loss"] = self.exposure.loss(fields, (weights > 0).to(fields.dtype))
         return out
 
