@@ -43,9 +43,13 @@ def open_feed(cfg, schema, worker, path: str, train: bool) -> DataFeed:
     )
 
 
-def train_worker(cfg, in_ray: bool = False, build=None) -> dict:
-    """``build(cfg, schema)`` makes the model (default: this recipe's ``build_model``); recipes
-    whose model keeps the CTR contract reuse this loop with their own."""
+def evaluate_ctr(session: TrainSession, feed: DataFeed, cfg, schema) -> dict:
+    return evaluate(session, feed, cfg.metrics.names)
+
+
+def train_worker(cfg, in_ray: bool = False, build=None, evaluate_fn=None) -> dict:
+    """Recipes whose model keeps the CTR contract reuse this loop with their own
+    ``build(cfg, schema) -> model`` and ``evaluate_fn(session, feed, cfg, schema) -> metrics``."""
     configure_logging()
     worker = worker_info(cfg.trainer.use_gpu, cfg.trainer.cpus_per_worker)
     seed_everything(cfg.run.seed)
@@ -68,7 +72,7 @@ def train_worker(cfg, in_ray: bool = False, build=None) -> dict:
         if finished:
             metrics["epoch_rows"] = session.last_epoch_rows
         if valid is not None:
-            metrics.update(evaluate(session, valid, cfg.metrics.names))
+            metrics.update((evaluate_fn or evaluate_ctr)(session, valid, cfg, schema))
         session.checkpoint(metrics)
         if not finished:
             break

@@ -11,17 +11,14 @@ from __future__ import annotations
 import logging
 
 from distrec.config.egean import VARIANTS
-from distrec.config.load import run_dir
 from distrec.data.schema import FeatureSchema
 from distrec.data.storage import filesystem
 from distrec.errors import ConfigError
 from distrec.models.egean import EgeanDenseNet, EgeanModel
 from distrec.models.egean_eval import EntireSpaceMetrics
 from distrec.models.egean_objective import EntireSpaceObjective, LabelColumns
-from distrec.recipes.ctr import open_feed
+from distrec.recipes import ctr
 from distrec.sparse.tables import build_embedding_bags, embedding_bag_configs
-from distrec.train.distributed import seed_everything, worker_info
-from distrec.train.progress import ProgressMeter, configure_logging
 from distrec.train.session import TrainSession
 
 log = logging.getLogger("distrec")
@@ -110,31 +107,5 @@ def prepare_data(cfg) -> None:
 
 
 def train_worker(cfg, in_ray: bool = False) -> dict:
-    configure_logging()
-    worker = worker_info(cfg.trainer.use_gpu)
-    seed_everything(cfg.run.seed)
-    schema = FeatureSchema.load(cfg.data.schema)
-    session = TrainSession(cfg, build_model(cfg, schema), worker, run_dir(cfg), in_ray)
-    session.restore()
-
-    train = open_feed(cfg, schema, worker, cfg.data.train, train=True)
-    valid = open_feed(cfg, schema, worker, cfg.data.valid, train=False) if cfg.data.valid else None
-    total_steps = sum(train.steps(e) for e in range(cfg.trainer.epochs))
-    if cfg.trainer.max_steps >= 0:
-        total_steps = min(total_steps, cfg.trainer.max_steps)
-    progress = ProgressMeter(total_steps, cfg.data.batch_size * worker.world_size,
-                             cfg.trainer.log_every, enabled=worker.is_chief)
-
-    metrics: dict = {}
-    while session.state.epoch < cfg.trainer.epochs:
-        finished = session.train_epoch(train, progress)
-        metrics = {"samples_per_s": progress.last_samples_per_s}
-        if finished:
-            metrics["epoch_rows"] = session.last_epoch_rows
-        if valid is not None:
-            metrics.update(evaluate(session, valid, cfg, schema))
-        session.checkpoint(metrics)
-        if not finished:
-            break
-    session.close()
-    return metrics
+    """The CTR recipe's loop (train, evaluate, checkpoint per epoch) with this model and metrics."""
+    return ctr.train_worker(cfg, in_ray, build=build_model, evaluate_fn=evaluate)
