@@ -78,7 +78,7 @@ def distill_worker(cfg, in_ray: bool = False) -> dict:
     if dcfg.mode != "feature" or scfg.kind != "encoder":
         raise ConfigError(f"method.distill.mode={dcfg.mode} with student.kind={scfg.kind}: only feature "
                           f"distillation into an encoder student is implemented")
-    worker = worker_info(cfg.trainer.use_gpu)
+    worker = worker_info(cfg.trainer.use_gpu, cfg.trainer.cpus_per_worker)
     seed_everything(cfg.run.seed)
     raws, texts = distill_pairs(cfg)
     # equal step counts on every rank: each takes every world-th entity, wrapping around

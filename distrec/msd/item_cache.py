@@ -87,7 +87,7 @@ class FrequencyAdaptiveCache(nn.Module):
         if bool(rare.any()):
             vectors = vectors.clone()
             vectors[rare] = self.online(student, unique[rare]).to(vectors.dtype)
-        else:
+        elif self.training and torch.is_grad_enabled():
             # Without a rare id the student (LoRA) would drop out of this step's graph on this
             # rank only; DeepSpeed/DDP reduce gradients per parameter and need every rank to
             # produce the same ones: encode id 0 and add it times zero (zero gradients).

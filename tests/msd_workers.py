@@ -1,0 +1,47 @@
+"""Worker functions the MSD tests run in spawned gloo processes (importable by the children)."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+
+def distill(rank: int, cfg_dict: dict) -> dict:
+    from distrec.msd.distill import distill_worker
+
+    return distill_worker(OmegaConf.create(cfg_dict))
+
+
+def train_ctr(rank: int, cfg_dict: dict) -> dict:
+    from distrec.recipes.msd import train_worker
+
+    return train_worker(OmegaConf.create(cfg_dict))
+
+
+def train_and_compare(rank: int, cfg_dict: dict) -> dict:
+    """Train the MSD model one epoch; report which parameters changed and the validation metrics."""
+    import torch
+
+    from distrec.config.load import run_dir
+    from distrec.data.schema import FeatureSchema
+    from distrec.recipes.ctr import evaluate, open_feed
+    from distrec.recipes.msd import build_model
+    from distrec.train.distributed import seed_everything, worker_info
+    from distrec.train.progress import ProgressMeter
+    from distrec.train.session import TrainSession
+
+    cfg = OmegaConf.create(cfg_dict)
+    worker = worker_info(False)
+    seed_everything(cfg.run.seed)
+    schema = FeatureSchema.load(cfg.data.schema)
+    session = TrainSession(cfg, build_model(cfg, schema), worker, run_dir(cfg), in_ray=False)
+    dense = session.dmp.module.dense
+    before = {n: p.detach().clone() for n, p in dense.named_parameters()}
+    train = open_feed(cfg, schema, worker, cfg.data.train, train=True)
+    valid = open_feed(cfg, schema, worker, cfg.data.valid, train=False)
+    steps = min(train.steps(0), cfg.trainer.max_steps)
+    session.train_epoch(train, ProgressMeter(steps, cfg.data.batch_size * 2, 10, enabled=False))
+    metrics = evaluate(session, valid, cfg.metrics.names)
+    changed = {n: not torch.equal(before[n], p.detach()) for n, p in dense.named_parameters()}
+    trainable = {n: p.requires_grad for n, p in dense.named_parameters()}
+    session.close()
+    return {"metrics": metrics, "changed": changed, "trainable": trainable, "steps": session.state.step}
