@@ -14,4 +14,12 @@ t = time.time()
 ShareMemCommBuilder().load(verbose=False)
 print(f"DeepSpeed CPU comm op ready ({time.time() - t:.0f} s)")
 PY
-python -m pytest -q -p no:cacheprovider "$@"
+# Two pytest processes: the multinode tests start their own `ray start` cluster, which must not
+# share a process with the embedded test cluster (see tests/test_cluster_jobs.py).
+if [[ $# -gt 0 ]]; then
+  exec python -m pytest -q -p no:cacheprovider "$@"
+fi
+status=0
+python -m pytest -q -p no:cacheprovider -m "not multinode" || status=$?
+python -m pytest -q -p no:cacheprovider -m multinode || status=$?
+exit $status
