@@ -15,7 +15,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.batch import RecBatch
-from distrec.models.ctr import CtrDenseNet, click_loss_and_outputs
+from distrec.models.ctr import CtrDenseNet, CtrModel, click_loss_and_outputs
 from distrec.msd.item_cache import FrequencyAdaptiveCache
 from distrec.msd.student import StudentEncoder
 
@@ -89,14 +89,8 @@ class SemanticCtrNet(nn.Module):
         return self.ctr(dense, embeddings)
 
 
-class MsdModel(nn.Module):
-    """``forward(batch) -> (loss, outputs)`` like the CTR model; the dense net also reads the ids."""
-
-    def __init__(self, sparse: nn.Module, dense: SemanticCtrNet, feature_names: list[str]) -> None:
-        super().__init__()
-        self.sparse = sparse
-        self.dense = dense
-        self.feature_names = feature_names
+class MsdModel(CtrModel):
+    """The CTR model whose dense net also reads the ids (for the student's semantic path)."""
 
     def forward(self, batch: RecBatch):
         pooled = self.sparse(batch.sparse).to_dict()
