@@ -147,6 +147,15 @@ def print_table(headers: list[str], rows: list[list], title: str | None = None) 
 # --- worker processes -------------------------------------------------------------------------
 
 
+def settings(args, tiny: dict, defaults: dict) -> dict:
+    """The run's settings: the tiny or default set, with every option given on the command line."""
+    chosen = dict(tiny if args.tiny else defaults)
+    for key in chosen:
+        if getattr(args, key, None) is not None:
+            chosen[key] = getattr(args, key)
+    return chosen
+
+
 def spawn(fn, world_size: int, *args, backend: str = "gloo", timeout_s: float = 1800):
     """``fn(rank, *args)`` in ``world_size`` processes joined by a process group on 127.0.0.1;
     they fork from a forkserver that imported torch/torchrec/distrec once, so each call costs

@@ -40,6 +40,7 @@ from benchmarks._common import (  # noqa: E402
     machine_info,
     print_table,
     quiet,
+    settings,
     spawn,
     spread,
     worker_threads,
@@ -202,10 +203,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-ray", action="store_true", help="leave Ray Data out")
     args = parser.parse_args(argv)
     quiet()
-    s = dict(TINY if args.tiny else DEFAULTS)
-    for key in ("rows", "s3_rows", "batch_sizes", "rounds"):
-        if getattr(args, key) is not None:
-            s[key] = getattr(args, key)
+    s = settings(args, TINY, DEFAULTS)
     saved_env = {k: os.environ.get(k) for k in FAKE_AWS}
     os.environ.update(FAKE_AWS)
     results: dict = {"local": {}, "s3": {}}

@@ -37,6 +37,7 @@ from benchmarks._common import (  # noqa: E402
     machine_info,
     print_table,
     quiet,
+    settings,
     spawn,
     worker_threads,
     write_report,
@@ -200,11 +201,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--dense-max-rows", type=int, default=None)
     parser.add_argument("--adagrad-max-rows", type=int, default=None)
     args = parser.parse_args(argv)
-    s = dict(TINY if args.tiny else DEFAULTS)
-    for key in ("rows", "pooling", "dim", "features", "batch_size", "steps", "rounds", "dense_max_rows",
-                "adagrad_max_rows"):
-        if getattr(args, key) is not None:
-            s[key] = getattr(args, key)
+    s = settings(args, TINY, DEFAULTS)
     threads = worker_threads(1)
     rows = spawn(path_worker, 1, s, args.device, threads, backend=backend_for(args.device))[0]
 

@@ -42,6 +42,7 @@ from benchmarks._common import (  # noqa: E402
     print_table,
     quiet,
     reduce_over_ranks,
+    settings,
     spawn,
     worker_threads,
     write_report,
@@ -264,10 +265,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-embeddings", type=int, default=None, help="rows of each sparse field's table")
     parser.add_argument("--sharding", default="row_wise")
     args = parser.parse_args(argv)
-    s = dict(TINY if args.tiny else DEFAULTS)
-    for key in ("procs", "batch_size", "steps", "num_embeddings", "rounds"):
-        if getattr(args, key) is not None:
-            s[key] = getattr(args, key)
+    s = settings(args, TINY, DEFAULTS)
     s["rows"] = max(s["rows"], s["batch_size"] * max(s["procs"]) * s["steps"])
 
     with tempfile.TemporaryDirectory(prefix="distrec-bench-overhead-") as tmp:

@@ -35,6 +35,7 @@ from benchmarks._common import (  # noqa: E402
     machine_info,
     print_table,
     quiet,
+    settings,
     spawn,
     worker_threads,
     write_report,
@@ -140,10 +141,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--workers", type=int, default=None, help="worker processes (CUDA: one GPU each)")
     args = parser.parse_args(argv)
     quiet()
-    s = dict(TINY if args.tiny else DEFAULTS)
-    for key in ("rows", "dim", "cpu_build_rows", "workers"):
-        if getattr(args, key) is not None:
-            s[key] = getattr(args, key)
+    s = settings(args, TINY, DEFAULTS)
     workers = s["workers"]
     threads = worker_threads(workers)
     runs = [(rows, "meta") for rows in s["rows"]]

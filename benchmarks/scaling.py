@@ -52,6 +52,7 @@ from benchmarks._common import (  # noqa: E402
     print_table,
     quiet,
     reduce_over_ranks,
+    settings,
     spawn,
     worker_threads,
     write_report,
@@ -209,10 +210,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--model-batch", type=int, default=None, help="per-GPU batch in the model")
     args = parser.parse_args(argv)
     quiet()
-    s = dict(TINY if args.tiny else DEFAULTS)
-    for key in ("workers", "rounds", "gpu_factor", "bandwidth_gbs", "model_batch"):
-        if getattr(args, key) is not None:
-            s[key] = getattr(args, key)
+    s = settings(args, TINY, DEFAULTS)
 
     measured: dict = {}
     with tempfile.TemporaryDirectory(prefix="distrec-bench-scaling-") as tmp:
