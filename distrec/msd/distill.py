@@ -1,9 +1,9 @@
-"""``distrec msd distill``: feature distillation of the teacher's knowledge into the student.
+"""``distrec msd distill``: the teacher's knowledge distilled into the student.
 
-For every entity with knowledge: the student's vector of the entity's raw input (title | year |
-genres; a user's profile and liked titles) is regressed onto the vector of its knowledge text,
-embedded by a frozen copy of the student's starting encoder (ours): loss = cosine_weight ·
-(1 − cos) + mse_weight · ‖s − t‖². The student trains under a DeepSpeed engine (ZeRO stage
+For every entity with knowledge, the student reads the entity's raw input (title | year |
+genres; a user's profile and liked titles) and learns its knowledge text: by feature
+distillation into an encoder (ours) or token by token into a causal LM (the paper's); see
+``distill_objectives``. The student trains under a DeepSpeed engine (ZeRO stage
 ``distill.zero_stage``) on every worker, each worker taking its share of the entities; rank 0
 writes the student as a Hugging Face directory (``distill.output``).
 """
@@ -19,19 +19,14 @@ import torch
 import torch.distributed as dist
 
 from distrec.errors import ConfigError, DataError
+from distrec.msd.distill_objectives import OBJECTIVES
 from distrec.msd.entities import load_catalog
 from distrec.msd.knowledge import knowledge_texts
-from distrec.msd.student import StudentEncoder, load_tokenizer, save_student, tokenize
+from distrec.msd.student import save_student
 from distrec.train.distributed import barrier, seed_everything, worker_info
 from distrec.train.progress import MetricsSink, ProgressMeter, configure_logging
 
 log = logging.getLogger("distrec")
-
-
-def distill_loss(student: torch.Tensor, target: torch.Tensor, cosine_weight: float, mse_weight: float) -> torch.Tensor:
-    cos = (student * target).sum(-1)  # both unit vectors
-    mse = ((student - target) ** 2).sum(-1)
-    return (cosine_weight * (1 - cos) + mse_weight * mse).mean()
 
 
 def distill_pairs(cfg) -> tuple[list[str], list[str]]:
@@ -75,33 +70,27 @@ def distill_worker(cfg, in_ray: bool = False) -> dict:
 
     configure_logging()
     dcfg, scfg = cfg.method.distill, cfg.method.student
-    if dcfg.mode != "feature" or scfg.kind != "encoder":
-        raise ConfigError(f"method.distill.mode={dcfg.mode} with student.kind={scfg.kind}: only feature "
-                          f"distillation into an encoder student is implemented")
+    objective_class = OBJECTIVES.get((dcfg.mode, scfg.kind))
+    if objective_class is None:
+        raise ConfigError(f"method.distill.mode={dcfg.mode} with method.student.kind={scfg.kind}: expected "
+                          f"mode=feature with kind=encoder, or mode=token with kind=causal")
     worker = worker_info(cfg.trainer.use_gpu, cfg.trainer.cpus_per_worker)
     seed_everything(cfg.run.seed)
     raws, texts = distill_pairs(cfg)
     # equal step counts on every rank: each takes every world-th entity, wrapping around
     per_rank = math.ceil(len(raws) / worker.world_size)
     mine = [(worker.rank + i * worker.world_size) % len(raws) for i in range(per_rank)]
-
-    student = StudentEncoder(scfg.path)
-    tokenizer = load_tokenizer(student.path)
-    raw_ids, raw_mask = tokenize(tokenizer, [raws[i] for i in mine], scfg.max_length)
-    know_ids, know_mask = tokenize(tokenizer, [texts[i] for i in mine], dcfg.knowledge_max_length)
-    targets = StudentEncoder(scfg.path).encode(know_ids, know_mask)  # frozen copy of the start
-
+    objective = objective_class(scfg, dcfg, [raws[i] for i in mine], [texts[i] for i in mine])
+    student = objective.module
     engine, _, _, _ = deepspeed.initialize(
         model=student, model_parameters=[p for p in student.parameters() if p.requires_grad],
         config=_deepspeed_config(dcfg, worker.world_size), dist_init_required=False,
     )
-    loss_of = lambda s, t: distill_loss(s, t, dcfg.cosine_weight, dcfg.mse_weight)  # noqa: E731
 
     def evaluate() -> float:
         with torch.no_grad():
-            vectors = torch.cat([engine(raw_ids[i:i + 256], raw_mask[i:i + 256]) for i in range(0, per_rank, 256)])
-            per_entity = dcfg.cosine_weight * (1 - (vectors * targets).sum(-1)) + \
-                dcfg.mse_weight * ((vectors - targets) ** 2).sum(-1)
+            per_entity = torch.cat([objective.per_entity(engine, torch.arange(i, min(i + 64, per_rank)))
+                                    for i in range(0, per_rank, 64)])
         return _mean_over_ranks(per_entity)
 
     steps_per_epoch = math.ceil(per_rank / dcfg.batch_size)
@@ -117,8 +106,7 @@ def distill_worker(cfg, in_ray: bool = False) -> dict:
         for b in range(steps_per_epoch):
             if step >= total:
                 break
-            idx = order[b * dcfg.batch_size:(b + 1) * dcfg.batch_size]
-            loss = loss_of(engine(raw_ids[idx], raw_mask[idx]), targets[idx])
+            loss = objective.loss(engine, order[b * dcfg.batch_size:(b + 1) * dcfg.batch_size])
             engine.backward(loss)
             engine.step()
             step += 1
@@ -129,21 +117,21 @@ def distill_worker(cfg, in_ray: bool = False) -> dict:
                 sink.write({"distill_loss": mean}, step)
             progress.step(step, mean, epoch)
     loss_after = evaluate()
-    metrics = {"distill_loss_before": loss_before, "distill_loss_after": loss_after, "steps": step,
-               "entities": len(raws), "train_losses": losses}
+    metrics = {"mode": dcfg.mode, "distill_loss_before": loss_before, "distill_loss_after": loss_after,
+               "steps": step, "entities": len(raws), "train_losses": losses}
     with torch.no_grad():  # a probe the tests compare with the reloaded checkpoint
-        probe = {"texts": [raws[i] for i in mine[:4]], "vectors": engine(raw_ids[:4], raw_mask[:4]).tolist()}
+        probe = {"texts": [raws[i] for i in mine[:4]], "vectors": objective.probe(engine, 4)}
     sink.write({"distill_loss_before": loss_before, "distill_loss_after": loss_after}, step)
-    _save(engine, tokenizer, dcfg.output, worker.is_chief, metrics)
+    _save(engine, objective, dcfg.output, worker.is_chief, metrics)
     barrier()
     sink.close()
     if worker.is_chief:
-        log.info("distillation: loss %.4f -> %.4f over %d steps; student written to %s",
-                 loss_before, loss_after, step, dcfg.output)
+        log.info("distillation (%s): loss %.4f -> %.4f over %d steps; student written to %s",
+                 dcfg.mode, loss_before, loss_after, step, dcfg.output)
     return {**metrics, "probe": probe}
 
 
-def _save(engine, tokenizer, out: str, is_chief: bool, metrics: dict) -> None:
+def _save(engine, objective, out: str, is_chief: bool, metrics: dict) -> None:
     """Rank 0 writes the full student; under ZeRO-3 every rank first gathers the partitions."""
     import deepspeed
 
@@ -152,7 +140,8 @@ def _save(engine, tokenizer, out: str, is_chief: bool, metrics: dict) -> None:
     gather = engine.zero_optimization_stage() == 3
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None) if gather else contextlib.nullcontext():
         if is_chief:
-            save_student(module.encoder, tokenizer, out, {"distill_metrics.json": json.dumps(metrics, indent=2)})
+            save_student(objective.hf_model(module), objective.tokenizer, out,
+                         {"distill_metrics.json": json.dumps(metrics, indent=2)})
 
 
 def _run_dir(cfg) -> str:

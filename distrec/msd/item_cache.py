@@ -31,6 +31,7 @@ class FrequencyAdaptiveCache(nn.Module):
         self.refresh_every = max(1, refresh_every)
         self.encode_batch_size = encode_batch_size
         self.train_steps = 0
+        self.refreshes = 0
         self.stale = True
 
     @property
@@ -63,10 +64,13 @@ class FrequencyAdaptiveCache(nn.Module):
         cache[0] = 0
         self.cache = cache
         self.stale = False
+        self.refreshes += 1
 
     def maybe_refresh(self, student: nn.Module, training: bool) -> None:
+        """Training: refresh on the first step and every ``refresh_every`` steps after it.
+        Evaluation: refresh once if the student has trained since the last refresh."""
         if training:
-            if self.stale or self.train_steps % self.refresh_every == 0:
+            if self.cache.numel() == 0 or self.train_steps % self.refresh_every == 0:
                 self.refresh(student)
             self.train_steps += 1
             self.stale = True  # the student changes in this step: evaluation must refresh first

@@ -137,11 +137,27 @@ def run_report(cfg, local: bool = False) -> dict:
             slug = name.replace("[", "-").replace("]", "").replace(" ", "-")
             run_cfg = _with(cfg, {**overrides, "run.seed": seed, "run.name": f"report-{slug}-s{seed}",
                                   "run.output_dir": os.path.join(rep.output, "runs")})
-            log.info("report: training %s, seed %d", name, seed)
-            metrics = _run(run_cfg, local, distill=False)
-            runs.setdefault(name, []).append({k: metrics[k] for k in METRICS if k in metrics})
+            runs.setdefault(name, []).append(_finished_or_run(run_cfg, name, seed, local))
             paths = _write(cfg, runs, distill_metrics)  # after every run: partial results survive
     return paths
+
+
+def _finished_or_run(run_cfg, name: str, seed: int, local: bool) -> dict:
+    """The run's metrics; a rerun of the report reuses runs that finished with the same config."""
+    result_path = os.path.join(run_cfg.run.output_dir, run_cfg.run.name, "report_result.json")
+    config = config_to_dict(run_cfg)
+    if os.path.isfile(result_path):
+        with open(result_path) as fh:
+            saved = json.load(fh)
+        if saved.get("config") == config:
+            log.info("report: %s, seed %d finished earlier (%s)", name, seed, result_path)
+            return saved["metrics"]
+    log.info("report: training %s, seed %d", name, seed)
+    metrics = _run(run_cfg, local, distill=False)
+    metrics = {k: metrics[k] for k in METRICS if k in metrics}
+    write_text_atomic(result_path, json.dumps({"metrics": metrics, "config": config}, indent=2, default=str),
+                      filesystem(result_path)[0])
+    return metrics
 
 
 def _write(cfg, runs: dict, distill_metrics: dict) -> dict:

