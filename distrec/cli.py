@@ -45,7 +45,7 @@ def cmd_plan(args) -> int:
     configure_logging()
     cfg = _config(args)
     prepare_data(cfg)
-    print(build_plan_report(cfg, args.world_size, args.device))
+    print(build_plan_report(cfg, args.world_size, args.device, args.local_world_size))
     return 0
 
 
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("overrides", nargs="*")
     plan.add_argument("--world-size", type=int, default=None, help="default: trainer.num_workers")
     plan.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    plan.add_argument("--local-world-size", type=int, default=None,
+                      help="workers per host (table_row_wise keeps a table on one host); default: all on one")
     plan.set_defaults(func=cmd_plan)
 
     for module in COMMAND_MODULES:

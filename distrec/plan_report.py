@@ -32,19 +32,21 @@ def shard_rows(plan) -> list[tuple[str, str, int, int, int]]:
     return rows
 
 
-def build_plan_report(cfg, world_size: int | None = None, device: str | None = None) -> str:
+def build_plan_report(cfg, world_size: int | None = None, device: str | None = None,
+                      local_world_size: int | None = None) -> str:
     schema = FeatureSchema.load(cfg.data.schema)
     model = recipe_module(cfg.run.recipe).build_model(cfg, schema)
     world = world_size or cfg.trainer.num_workers
     compute_device = device or ("cuda" if cfg.trainer.use_gpu else "cpu")
-    request = plan_request(cfg, world, compute_device)
+    request = plan_request(cfg, world, compute_device, local_world_size)
     plan = plan_sharding(model, cfg.sharding, cfg.embedding_optimizer, table_names(model), request)
     sizes = {spec.name: spec.num_embeddings for spec in schema.tables()}
     dims = {c.name: c.embedding_dim for m in model.modules() if hasattr(m, "embedding_bag_configs")
             for c in m.embedding_bag_configs()}
     per_row, per_weight = OPTIMIZER_STATE_FLOATS.get(cfg.embedding_optimizer.type, (0, 0))
     per_rank = defaultdict(float)
-    lines = [f"sharding plan: {world} ranks, device {compute_device}", "",
+    hosts = f", {local_world_size} per host" if local_world_size else ""
+    lines = [f"sharding plan: {world} ranks{hosts}, device {compute_device}", "",
              f"{'table':<24}{'type':<18}{'rank':>5}{'rows':>14}{'cols':>6}{'MiB':>10}"]
     for table, kind, rank, rows, cols in shard_rows(plan):
         if rows < 0:

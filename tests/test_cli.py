@@ -101,3 +101,19 @@ def test_unknown_sharding_type(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "sharding.tables.c0" in err and "row_wsie" in err and "row_wise" in err
+
+
+def test_table_row_wise_keeps_each_table_on_one_host(tmp_path, capsys):
+    data = tmp_path / "data"
+    tables = ["user_id"] + [f"c{i}" for i in range(6)]
+    overrides = [f"sharding.tables.{t}.sharding_types=[table_row_wise]" for t in tables]
+    assert main(["plan", "configs/ctr/smoke.yaml", *data_overrides(data), *overrides,
+                 "--world-size", "4", "--local-world-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "4 ranks, 2 per host" in out
+    ranks = {}
+    for row in (line.split() for line in out.splitlines() if line.startswith(tuple(tables))):
+        ranks.setdefault(row[0], set()).add(int(row[2]))
+    assert set(ranks) == set(tables)
+    assert all(r in ({0, 1}, {2, 3}) for r in ranks.values()), ranks  # both ranks of one host
+    assert {min(r) for r in ranks.values()} == {0, 2}  # and the tables spread over both hosts

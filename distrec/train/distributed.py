@@ -34,6 +34,7 @@ class WorkerInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    local_world_size: int  # workers on this host: the planner's host boundary (table_row_wise)
 
     @property
     def is_chief(self) -> bool:
@@ -55,7 +56,9 @@ def worker_info(use_gpu: bool, cpus_per_worker: float | None = None) -> WorkerIn
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    return WorkerInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))  # set by Ray Train and torchrun
+    return WorkerInfo(rank=rank, world_size=world, local_rank=local_rank, device=device,
+                      local_world_size=local_world)
 
 
 def seed_everything(seed: int) -> None:

@@ -41,7 +41,7 @@ def shard_model(model: torch.nn.Module, cfg, worker: WorkerInfo) -> tuple[Distri
             "sharding: data_parallel tables need DDP; with dense.backend=deepspeed use "
             "table_wise/row_wise/column_wise"
         )
-    request = plan_request(cfg, worker.world_size, worker.device.type)
+    request = plan_request(cfg, worker.world_size, worker.device.type, worker.local_world_size)
     pg = dist.GroupMember.WORLD if dist.is_initialized() else None
     plan = plan_sharding(model, cfg.sharding, cfg.embedding_optimizer, table_names(model), request, pg)
     dmp = DistributedModelParallel(
