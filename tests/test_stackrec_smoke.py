@@ -56,3 +56,39 @@ def test_ts_smoke_trains_stacks_resumes_and_reports(tmp_path):
     assert json.loads((tmp_path / "report" / "report.json").read_text())["variants"][1]["stages"] == [2, 4]
     assert "| adjacent | 2→4 |" in (tmp_path / "report" / "report.md").read_text()
     assert (tmp_path / "report" / PLOT).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.timeout(420)
+def test_tf_trains_the_source_stage_then_stacks_onto_the_target_and_counts_only_the_target(tmp_path):
+    from omegaconf import OmegaConf
+
+    from distrec.stackrec.scenario import plan_stages
+
+    source, target = tmp_path / "source", tmp_path / "target"
+    cfg = load_config("configs/stackrec/smoke.yaml", [
+        f"run.output_dir={tmp_path / 'runs'}", f"data.schema={target}/schema.yaml", f"data.train={target}/train",
+        f"data.valid={target}/valid", f"method.test={target}/test", "method.synthetic.num_sequences=200",
+        "method.scenario=tf", "trainer.log_every=100",
+        f"method.stages=[{{blocks: 2, max_steps: 10, train: {source}/train, valid: {source}/valid}}, "
+        f"{{blocks: 4, max_steps: 10}}]",
+    ])
+    ensure_data(cfg)  # the target task
+    source_cfg = OmegaConf.merge(cfg, {"data": {"schema": f"{source}/schema.yaml", "train": f"{source}/train",
+                                                "valid": f"{source}/valid"},
+                                       "method": {"test": f"{source}/test", "synthetic": {"seed": 7, "p_long": 0.3}}})
+    ensure_data(source_cfg)  # the source task: same catalogue, other sequences and rule strength
+
+    stages = plan_stages(cfg, "adjacent")
+    assert [(s.train, s.valid, s.counted) for s in stages] == [
+        (f"{source}/train", f"{source}/valid", False), (f"{target}/train", f"{target}/valid", True)]
+    scratch_plan = plan_stages(cfg, "scratch")
+    assert [(s.blocks, s.train, s.max_steps) for s in scratch_plan] == [(4, f"{target}/train", 20)]
+
+    stacked = run_variant(cfg, "adjacent", spawn_launcher)
+    stage0, stage1 = (r["summary"] for r in stacked["stages"])
+    assert stacked["stages"][1]["init_from"].endswith("stage-1/stacked/checkpoints/step-000000000")
+    # the source stage's time is not counted; the target stage's is, up to its best evaluation
+    assert stacked["time_to_best_s"] == pytest.approx(stacked["stages"][1]["stack_s"] + stage1["time_to_best_s"])
+    assert stacked["time_to_best_all_stages_s"] >= stacked["time_to_best_s"] + stage0["total_s"]
+    assert {p["stage"] for p in stacked["curve"]} == {1}
+    assert stage1["test"]["num_rows"] == 20 and 0.0 <= stacked["test"]["mrr@5"] <= 1.0
