@@ -1,0 +1,43 @@
+"""Conure's baselines on 2 spawned gloo workers over two real ml-100k tasks: fine-tuning everything
+forgets T1 (its outputs change), one model per task keeps T1 but doubles the parameters."""
+
+import json
+
+import torch
+
+from distrec.data.importers import IMPORTERS
+from distrec.train.local_spawn import spawn
+from test_conure_tasks import config, learn
+
+
+def run_strategy(tmp_path, data_root, strategy):
+    cfg = config(tmp_path, data_root, 2)
+    cfg["method"]["strategy"] = strategy
+    cfg["run"]["name"] = strategy
+    spawn(learn, 2, cfg, timeout_s=300)
+    run = tmp_path / "runs" / strategy
+    return run, json.loads((run / "conure_state.json").read_text())
+
+
+def probe(run, stage, task="t1_next_item"):
+    return torch.load(run / "probes" / f"stage-{stage:02d}" / f"{task}.pt")
+
+
+def test_finetune_all_forgets_and_separate_models_cost_a_model_per_task(tmp_path, shared_data):
+    data_root = tmp_path / "data"
+    IMPORTERS["conure_ml100k"](str(shared_data / "ml-100k"), str(data_root), max_len=20)
+
+    run, state = run_strategy(tmp_path, data_root, "finetune_all")
+    assert [t["name"] for t in state["tasks"]] == ["t1_next_item", "t2_liked_item"]
+    assert not torch.equal(probe(run, 1), probe(run, 2))  # T2's training moved T1's outputs
+    one_model = state["tasks"][-1]["params"]
+    assert state["params"]["total"] == one_model["embedding"] + one_model["backbone"] + sum(one_model["heads"].values())
+
+    run, state = run_strategy(tmp_path, data_root, "separate")
+    per_task = [t["params"]["embedding"] + t["params"]["backbone"] + sum(t["params"]["heads"].values())
+                for t in state["tasks"]]
+    assert state["params"]["total"] == sum(per_task)
+    assert state["tasks"][0]["params"]["backbone"] == state["tasks"][1]["params"]["backbone"]  # a full copy
+    history = state["history"]
+    assert history[1]["metrics"]["t1_next_item"] == history[0]["metrics"]["t1_next_item"]  # T1's model untouched
+    assert (run / "probes" / "stage-01" / "t1_next_item.pt").is_file()
