@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 [ -n "${VIRTUAL_ENV:-}" ] || . .venv/bin/activate
 export GLOO_SOCKET_IFNAME=lo MASTER_ADDR=127.0.0.1 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0
 export PYTHONWARNINGS="ignore::DeprecationWarning,ignore::FutureWarning"
-for bench in engine_overhead embedding_path data_path scaling memory; do
+for bench in engine_overhead embedding_path data_path scaling memory conure_bytes_per_task; do
   echo "=== $bench ($(date +%T))"
   python "benchmarks/$bench.py" "$@"
 done

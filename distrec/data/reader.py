@@ -291,7 +291,7 @@ class ParquetStreamReader(IterableDataset):
         for fs, run in _runs_by_filesystem(units, self.s3_endpoint_url):
             urls = {path: u.file for path, u in run}
             fmt = _FORMAT_OBJECT_STORE if isinstance(fs, pafs.S3FileSystem) else _FORMAT
-            fragments = [fmt.make_fragment(path, fs, row_groups=[u.row_group]) for path, u in run]
+            fragments = [fmt.make_fragment(path, fs, row_groups=groups) for path, groups in _fragment_runs(run)]
             scanner = ds.FileSystemDataset(fragments, target, fmt, fs).scanner(
                 columns=self.schema.columns, batch_size=chunk_rows, use_threads=True,
                 batch_readahead=_READAHEAD_BATCHES, fragment_readahead=_READAHEAD_ROW_GROUPS,
@@ -303,6 +303,18 @@ class ParquetStreamReader(IterableDataset):
                 files = sorted(set(urls.values()))
                 named = ", ".join(files[:3]) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
                 raise DataError(f"cannot read {named}: {exc}") from None
+
+
+def _fragment_runs(run: list[tuple[str, RowGroupUnit]]) -> list[tuple[str, list[int]]]:
+    """Consecutive units of one file with ascending row groups become one fragment: the file is
+    opened and its footer read once for them (a request each on object stores), not per unit."""
+    out: list[tuple[str, list[int]]] = []
+    for path, u in run:
+        if out and out[-1][0] == path and u.row_group > out[-1][1][-1]:
+            out[-1][1].append(u.row_group)
+        else:
+            out.append((path, [u.row_group]))
+    return out
 
 
 def _runs_by_filesystem(
