@@ -1,5 +1,5 @@
 """``distrec msd report``: base CTR vs MSD (one student per teacher) and each ablation, over
-several seeds, on the config's data: AUC / GAUC / LogLoss as mean ± std, markdown + JSON.
+several seeds, on the config's data: AUC / GAUC / LogLoss as mean ± std, markdown + JSON + PNG.
 
 Knowledge is produced earlier (``distrec msd knowledge``; an LLM teacher over all of ml-100k
 takes long on a CPU): ``method.report.knowledge`` maps each teacher name to its directory.
@@ -18,7 +18,7 @@ import statistics
 from omegaconf import OmegaConf
 
 from distrec.config.load import config_to_dict
-from distrec.data.storage import filesystem, write_text_atomic
+from distrec.data.storage import atomic_open, filesystem, write_text_atomic
 from distrec.errors import ConfigError
 
 log = logging.getLogger("distrec")
@@ -29,6 +29,7 @@ ABLATIONS = {
     "no_semantics": {"method.semantics.enabled": False},
 }
 METRICS = ("auc", "gauc", "logloss")
+PLOT = "report.png"
 
 
 def _with(cfg, overrides: dict):
@@ -170,4 +171,37 @@ def _write(cfg, runs: dict, distill_metrics: dict) -> dict:
     json_path, md_path = os.path.join(rep.output, "report.json"), os.path.join(rep.output, "report.md")
     write_text_atomic(json_path, json.dumps(result, indent=2, default=str), fs)
     write_text_atomic(md_path, markdown(table, distill_metrics, cfg), fs)
-    return {"json": json_path, "markdown": md_path}
+    png_path = os.path.join(rep.output, PLOT)
+    with atomic_open(png_path, fs, "wb") as fh:
+        fh.write(metrics_png(table))
+    return {"json": json_path, "markdown": md_path, "png": png_path}
+
+
+def metrics_png(table: dict[str, dict]) -> bytes:
+    """One panel per metric: the variants' means over seeds with their std as error bars."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(table)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 0.45 * len(names) + 1.6))
+    for ax, metric in zip(axes, METRICS):
+        rows = [(i, table[n][metric], table[n][f"{metric}_std"]) for i, n in enumerate(names) if metric in table[n]]
+        if rows:
+            ys, means, stds = zip(*rows)
+            ax.barh(ys, means, xerr=stds, color=["#888" if names[y] == "base" else "#3a7" for y in ys])
+            low = min(m - s for _, m, s in rows)
+            high = max(m + s for _, m, s in rows)
+            pad = max(high - low, 1e-3) * 0.3
+            ax.set_xlim(low - pad, high + pad)
+        ax.set_yticks(range(len(names)), names if ax is axes[0] else [""] * len(names))
+        ax.invert_yaxis()
+        ax.set_title(f"valid {metric} ({'lower' if metric == 'logloss' else 'higher'} is better)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
