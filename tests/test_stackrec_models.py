@@ -102,16 +102,23 @@ def test_ranking_metrics_match_a_hand_made_ranking():
 def test_step_time_benchmark_tiny(tmp_path):
     import importlib.util
     import json
+    import math
 
     spec = importlib.util.spec_from_file_location("stackrec_step_time", "benchmarks/stackrec_step_time.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    out = tmp_path / "step.json"
     threads = torch.get_num_threads()
     try:
-        assert bench.main(["--tiny", "--out", str(out), "--threads", "1"]) == 0
+        report = bench.main(["--tiny", "--out-dir", str(tmp_path), "--threads", "1"])
     finally:
         torch.set_num_threads(threads)
-    rows = json.loads(out.read_text())["rows"]
+    rows = json.loads((tmp_path / "stackrec_step_time.json").read_text())["results"]
+    assert rows == report["results"]
     assert {(r["loss"], r["blocks"]) for r in rows} == {(l, b) for l in ("sampled", "full") for b in (1, 2)}
     assert all(r["step_ms"] > 0 for r in rows)
+    by = {(r["loss"], r["blocks"]): r for r in rows}
+    assert by[("full", 2)]["vs_deepest"] == 1.0 and by[("sampled", 2)]["vs_deepest"] == 1.0
+    # at initialisation the full softmax over 200 items is near ln(200); the sampled one is over fewer
+    for blocks in (1, 2):
+        assert abs(by[("full", blocks)]["first_loss"] - math.log(200)) < 0.5
+        assert by[("sampled", blocks)]["first_loss"] < by[("full", blocks)]["first_loss"]
