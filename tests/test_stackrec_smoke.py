@@ -48,6 +48,18 @@ def test_ts_smoke_trains_stacks_resumes_and_reports(tmp_path):
         assert 0.0 <= stacked["test"][name] <= 1.0
     assert stacked["time_to_best_s"] >= stage0["total_s"] and stacked["curve"]
 
+    # a rerun (e.g. after the driver died) reuses the finished stages: nothing trains again
+    def no_training(stage_cfg):
+        raise AssertionError(f"{stage_cfg.run.name} trained again")
+
+    assert run_variant(cfg, "adjacent", no_training)["time_to_best_s"] == stacked["time_to_best_s"]
+    longer = cfg.copy()
+    longer.method.stages[1].max_steps = 11  # stage 1 changed: stage 0 is reused, stage 1 runs again
+    relaunched = []
+    with pytest.raises(AssertionError, match="stage-1 trained again"):
+        run_variant(longer, "adjacent", lambda c: relaunched.append(c.run.name) or no_training(c))
+    assert relaunched == ["stage-1"]
+
     scratch = run_variant(cfg, "scratch", spawn_launcher)
     assert [r["blocks"] for r in scratch["stages"]] == [4] and scratch["steps"] == [10]
     report = write_report(cfg, {"scratch": scratch, "adjacent": stacked}, str(tmp_path / "report"), "test machine")

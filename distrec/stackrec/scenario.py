@@ -5,7 +5,8 @@ distributed training run (``distrec.recipes.stackrec.train_worker``) under
 ``<output_dir>/<name>/<variant>/stage-<k>``. Between stages the driver (this process) stacks the
 previous stage's best checkpoint when the depth doubles, or carries it over unchanged when the
 depth stays (CL stages that only add data), and starts the next stage from it
-(``run.init_from``: weights only, a fresh optimiser).
+(``run.init_from``: weights only, a fresh optimiser). A rerun of a variant skips the stages that
+finished with the same config (``stage_record.json``) and goes on from the first that did not.
 
 Variants: ``adjacent`` and ``cross`` (stacked, ``method.stack_method`` overridden), and
 ``scratch``: the deepest stage's model trained from scratch in one stage, on the last stage's
@@ -40,6 +41,7 @@ from distrec.stackrec.stacking import METHODS, stack_checkpoint
 log = logging.getLogger("distrec")
 SCENARIOS = ("ts", "cl", "tf")
 VARIANTS = ("scratch", *METHODS)
+STAGE_RECORD = "stage_record.json"  # written when a stage finishes: a rerun skips that stage
 
 Launcher = Callable[[object], dict]  # stage config -> the stage's summary.json
 
@@ -121,6 +123,11 @@ def run_variant(cfg, variant: str, launch: Launcher) -> dict:
     init_from, stack_s = cfg.run.init_from, 0.0
     for stage in stages:
         stage_cfg = stage_config(cfg, variant, stage, None)
+        done = _finished_stage(stage_cfg) if len(records) == stage.index else None
+        if done is not None:  # a rerun: this stage (and every one before it) finished earlier
+            log.info("%s: stage %d finished earlier (%s)", variant, stage.index, stage_cfg.run.name)
+            records.append(done)
+            continue
         previous = records[-1] if records else None
         if previous is not None:
             if not previous["summary"].get("best_checkpoint"):
@@ -141,9 +148,33 @@ def run_variant(cfg, variant: str, launch: Launcher) -> dict:
         summary = launch(stage_cfg)
         records.append({"stage": stage.index, "blocks": stage.blocks, "counted": stage.counted,
                         "stack_s": stack_s, "init_from": init_from, "summary": summary})
+        _write_json(_stage_record_path(stage_cfg), {"config": _comparable(stage_cfg), "record": records[-1]})
     result = summarize_variant(variant, records)
     _write_json(posixpath.join(variant_dir(cfg, variant), "variant.json"), result)
     return result
+
+
+def _stage_record_path(stage_cfg) -> str:
+    return posixpath.join(stage_cfg.run.output_dir, stage_cfg.run.name, STAGE_RECORD)
+
+
+def _comparable(stage_cfg) -> dict:
+    """The stage's config without its start checkpoint (known only after the stacking step) and
+    the scenario's stage list (this stage's depth, steps and data are in model/trainer/data)."""
+    out = config_to_dict(stage_cfg)
+    out["run"].pop("init_from", None)
+    out["method"].pop("stages", None)
+    return out
+
+
+def _finished_stage(stage_cfg) -> dict | None:
+    """The record of this stage from an earlier run with the same config, if it finished."""
+    path = _stage_record_path(stage_cfg)
+    fs, p = fsspec.core.url_to_fs(path)
+    if not fs.exists(p):
+        return None
+    saved = read_json(path)
+    return saved["record"] if saved.get("config") == _comparable(stage_cfg) else None
 
 
 def summarize_variant(variant: str, records: list[dict]) -> dict:
