@@ -104,3 +104,30 @@ def test_tf_trains_the_source_stage_then_stacks_onto_the_target_and_counts_only_
     assert stacked["time_to_best_all_stages_s"] >= stacked["time_to_best_s"] + stage0["total_s"]
     assert {p["stage"] for p in stacked["curve"]} == {1}
     assert stage1["test"]["num_rows"] == 20 and 0.0 <= stacked["test"]["mrr@5"] <= 1.0
+
+
+@pytest.mark.timeout(420)
+def test_an_interrupted_stage_resumes_from_its_last_evaluation(tmp_path):
+    from distrec.recipes.stackrec import LOOP_STATE
+    from distrec.train.checkpoint import latest_checkpoint
+
+    data = tmp_path / "data"
+    cfg = load_config("configs/stackrec/smoke.yaml", [
+        f"run.output_dir={tmp_path / 'runs'}", f"data.schema={data}/schema.yaml", f"data.train={data}/train",
+        f"data.valid={data}/valid", f"method.test={data}/test", "method.synthetic.num_sequences=200",
+        "method.stages=[{blocks: 2, max_steps: 15}]", "method.patience=10", "trainer.fail_at_step=7",
+        "trainer.log_every=100",
+    ])
+    ensure_data(cfg)
+    with pytest.raises(Exception):  # the last rank dies at step 7, after the evaluation at step 5
+        run_variant(cfg, "adjacent", spawn_launcher)
+    stage_dir = tmp_path / "runs" / "stackrec-smoke" / "adjacent" / "stage-0"
+    saved = read_meta(latest_checkpoint(str(stage_dir)))
+    assert saved["step"] == 5 and [p["step"] for p in saved[LOOP_STATE]["curve"]] == [5]
+
+    result = run_variant(cfg, "adjacent", spawn_launcher)  # the rerun resumes stage 0 at step 5
+    summary = result["stages"][0]["summary"]
+    assert summary["steps"] == 15 and [p["step"] for p in summary["curve"]] == [5, 10, 15]
+    assert summary["curve"][0] == saved[LOOP_STATE]["curve"][0]  # carried over, not re-measured
+    assert summary["total_s"] >= saved[LOOP_STATE]["elapsed"]
+    assert summary["test"]["num_rows"] == 20

@@ -9,6 +9,10 @@ set-up -> restore (``run.init_from`` is how a stacked model arrives) -> train, e
 ``<run_dir>/summary.json`` (the curve of validation metrics against wall-clock, time to best,
 test metrics) for the scenario driver and the report.
 
+After every evaluation that does not end the stage, a checkpoint in ``<run_dir>`` also holds the
+loop's own state (curve, early stopping, clock): with ``run.resume`` (the scenario driver sets it)
+or a Ray Train restart, an interrupted stage goes on from its last evaluation.
+
 Wall-clock starts before the first training step (model set-up excluded: it is the same for
 every variant) and counts training, evaluation and checkpoints.
 """
@@ -31,7 +35,7 @@ from distrec.metrics import RankingMetricAccumulator
 from distrec.models.seqrec import SequenceDenseNet, SequenceRecModel
 from distrec.recipes.ctr import open_feed
 from distrec.sparse.tables import build_embeddings, embedding_configs, table_dims
-from distrec.train.checkpoint import save_checkpoint, load_checkpoint
+from distrec.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from distrec.train.distributed import seed_everything, worker_info
 from distrec.train.progress import ProgressMeter, configure_logging
 from distrec.train.session import TrainSession
@@ -39,6 +43,7 @@ from distrec.train.session import TrainSession
 EARLY_STOP_METRIC = "mrr@5"
 SUMMARY = "summary.json"
 BEST = "best"
+LOOP_STATE = "stackrec_loop"  # checkpoint meta: curve, early stopping and clock of a stage in flight
 
 
 def sequence_field(cfg, schema: FeatureSchema):
@@ -114,9 +119,14 @@ def train_worker(cfg, in_ray: bool = False) -> dict:
                              enabled=worker.is_chief)
     stopper = EarlyStopping(method.patience)
     ks = list(cfg.metrics.ks)
-    curve, best_path, best_wall = [], None, 0.0
+    curve, best_path, best_wall, elapsed = [], None, 0.0, 0.0
+    if session.last_checkpoint is not None:  # resumed mid-stage: the loop goes on where it was
+        loop = read_meta(session.last_checkpoint).get(LOOP_STATE)
+        if loop is not None:
+            curve, best_path, best_wall, elapsed = loop["curve"], loop["best_path"], loop["best_wall"], loop["elapsed"]
+            stopper.best, stopper.since_best = loop["best"], loop["since_best"]
     state = session.state
-    start = time.perf_counter()
+    start = time.perf_counter() - elapsed
     while state.step < max_steps and not stopper.should_stop:
         steps = train.steps(state.epoch)
         epoch_batches = train.batches(state.epoch, start_batch=state.batch_in_epoch)
@@ -130,6 +140,7 @@ def train_worker(cfg, in_ray: bool = False) -> dict:
                 outputs = session.pipeline.progress(segment)
                 state.step += 1
                 state.batch_in_epoch += 1
+                session.inject_failure_if_due()
                 log_now = state.step % progress.log_every == 0 or state.step == max_steps
                 progress.step(state.step, session._mean_loss(outputs) if log_now else None, state.epoch)
             if state.step % method.eval_every and state.step < max_steps:
@@ -143,6 +154,13 @@ def train_worker(cfg, in_ray: bool = False) -> dict:
                                             session.opt.optimizer, session.opt.engine,
                                             meta={**asdict(state), "blocks": cfg.model.blocks}, keep=1)
                 best_wall = time.perf_counter() - start
+            if state.step < max_steps and not stopper.should_stop:
+                # where to resume this stage from (run.resume, or Ray Train restarting the workers)
+                loop = {"curve": curve, "best_path": best_path, "best_wall": best_wall, "best": stopper.best,
+                        "since_best": stopper.since_best, "elapsed": time.perf_counter() - start}
+                save_checkpoint(out, state.step, session.dmp, session.opt.optimizer, session.opt.engine,
+                                meta={**asdict(_after_step(state, steps)), "blocks": cfg.model.blocks,
+                                      LOOP_STATE: loop}, keep=1)
         if state.batch_in_epoch >= steps:
             state.epoch += 1
             state.batch_in_epoch = 0
@@ -162,6 +180,13 @@ def train_worker(cfg, in_ray: bool = False) -> dict:
         fs.makedirs(path, exist_ok=True)
         write_text_atomic(posixpath.join(out, SUMMARY), json.dumps(summary, indent=2), fs)
     return summary
+
+
+def _after_step(state, steps_in_epoch: int):
+    """The train state to resume from: an epoch that just ended resumes at the next one."""
+    if state.batch_in_epoch < steps_in_epoch:
+        return state
+    return type(state)(state.epoch + 1, 0, state.step, 0)
 
 
 def _best_index(curve: list[dict]) -> int:

@@ -6,7 +6,8 @@ distributed training run (``distrec.recipes.stackrec.train_worker``) under
 previous stage's best checkpoint when the depth doubles, or carries it over unchanged when the
 depth stays (CL stages that only add data), and starts the next stage from it
 (``run.init_from``: weights only, a fresh optimiser). A rerun of a variant skips the stages that
-finished with the same config (``stage_record.json``) and goes on from the first that did not.
+finished with the same config (``stage_record.json``) and resumes the first that did not from its
+last evaluation (``stage_started.json`` + ``run.resume``; see ``distrec.recipes.stackrec``).
 
 Variants: ``adjacent`` and ``cross`` (stacked, ``method.stack_method`` overridden), and
 ``scratch``: the deepest stage's model trained from scratch in one stage, on the last stage's
@@ -42,6 +43,7 @@ log = logging.getLogger("distrec")
 SCENARIOS = ("ts", "cl", "tf")
 VARIANTS = ("scratch", *METHODS)
 STAGE_RECORD = "stage_record.json"  # written when a stage finishes: a rerun skips that stage
+STAGE_STARTED = "stage_started.json"  # written when a stage starts: a rerun resumes that stage
 
 Launcher = Callable[[object], dict]  # stage config -> the stage's summary.json
 
@@ -123,10 +125,10 @@ def run_variant(cfg, variant: str, launch: Launcher) -> dict:
     init_from, stack_s = cfg.run.init_from, 0.0
     for stage in stages:
         stage_cfg = stage_config(cfg, variant, stage, None)
-        done = _finished_stage(stage_cfg) if len(records) == stage.index else None
+        done = _recorded(_stage_file(stage_cfg, STAGE_RECORD), stage_cfg) if len(records) == stage.index else None
         if done is not None:  # a rerun: this stage (and every one before it) finished earlier
             log.info("%s: stage %d finished earlier (%s)", variant, stage.index, stage_cfg.run.name)
-            records.append(done)
+            records.append(done["record"])
             continue
         previous = records[-1] if records else None
         if previous is not None:
@@ -143,38 +145,42 @@ def run_variant(cfg, variant: str, launch: Launcher) -> dict:
             else:
                 stack_s = 0.0
         stage_cfg.run.init_from = init_from
+        # an unfinished earlier launch of this very stage: go on from its last evaluation
+        stage_cfg.run.resume = _recorded(_stage_file(stage_cfg, STAGE_STARTED), stage_cfg) is not None
+        _write_json(_stage_file(stage_cfg, STAGE_STARTED), {"config": _comparable(stage_cfg)})
         log.info("%s: stage %d, %d blocks, up to %d steps on %s%s", variant, stage.index, stage.blocks,
                  stage.max_steps, stage.train, f" from {init_from}" if init_from else "")
         summary = launch(stage_cfg)
         records.append({"stage": stage.index, "blocks": stage.blocks, "counted": stage.counted,
                         "stack_s": stack_s, "init_from": init_from, "summary": summary})
-        _write_json(_stage_record_path(stage_cfg), {"config": _comparable(stage_cfg), "record": records[-1]})
+        _write_json(_stage_file(stage_cfg, STAGE_RECORD), {"config": _comparable(stage_cfg), "record": records[-1]})
     result = summarize_variant(variant, records)
     _write_json(posixpath.join(variant_dir(cfg, variant), "variant.json"), result)
     return result
 
 
-def _stage_record_path(stage_cfg) -> str:
-    return posixpath.join(stage_cfg.run.output_dir, stage_cfg.run.name, STAGE_RECORD)
+def _stage_file(stage_cfg, name: str) -> str:
+    return posixpath.join(stage_cfg.run.output_dir, stage_cfg.run.name, name)
 
 
 def _comparable(stage_cfg) -> dict:
-    """The stage's config without its start checkpoint (known only after the stacking step) and
-    the scenario's stage list (this stage's depth, steps and data are in model/trainer/data)."""
+    """The stage's config without its start checkpoint (known only after the stacking step), the
+    resume switch and the scenario's stage list (this stage's depth, steps and data are in
+    model/trainer/data)."""
     out = config_to_dict(stage_cfg)
     out["run"].pop("init_from", None)
+    out["run"].pop("resume", None)
     out["method"].pop("stages", None)
     return out
 
 
-def _finished_stage(stage_cfg) -> dict | None:
-    """The record of this stage from an earlier run with the same config, if it finished."""
-    path = _stage_record_path(stage_cfg)
+def _recorded(path: str, stage_cfg) -> dict | None:
+    """The JSON at ``path`` if it was written for this stage with the same config."""
     fs, p = fsspec.core.url_to_fs(path)
     if not fs.exists(p):
         return None
     saved = read_json(path)
-    return saved["record"] if saved.get("config") == _comparable(stage_cfg) else None
+    return saved if saved.get("config") == _comparable(stage_cfg) else None
 
 
 def summarize_variant(variant: str, records: list[dict]) -> dict:

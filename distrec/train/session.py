@@ -127,7 +127,7 @@ class TrainSession:
             self.state.step += 1
             if "weights" in outputs:
                 self._unsynced_rows += int((outputs["weights"] > 0).sum())
-            self._maybe_inject_failure()
+            self.inject_failure_if_due()
             if self._is_log_step(progress):
                 loss = self._mean_loss(outputs)
                 progress.step(self.state.step, loss, epoch)
@@ -152,7 +152,7 @@ class TrainSession:
         self.state.rows_in_epoch += int(t.item())
         self._unsynced_rows = 0
 
-    def _maybe_inject_failure(self) -> None:
+    def inject_failure_if_due(self) -> None:
         """``trainer.fail_at_step``: the last rank dies once at that step (fault-tolerance drills)."""
         if self.cfg.trainer.fail_at_step != self.state.step or self.worker.rank != self.worker.world_size - 1:
             return
