@@ -15,7 +15,10 @@ pytestmark = pytest.mark.multinode
 
 
 def submit(tmp_path, dashboard, *overrides):
-    args = smoke_args(tmp_path, "trainer.epochs=1", "trainer.cpus_per_worker=1", *overrides)
+    # The planner sees 2 hosts x 1 worker when spread and 1 host x 2 when packed and may shard the
+    # tables it chooses for differently: pin every table's type so both jobs run one plan.
+    args = smoke_args(tmp_path, "trainer.epochs=1", "trainer.cpus_per_worker=1", "sharding.default_types=[row_wise]",
+                      *overrides)
     return main(["submit", *args[1:], "--address", dashboard, "--follow", "--timeout-s", "600"])
 
 

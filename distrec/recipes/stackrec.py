@@ -148,19 +148,21 @@ def train_worker(cfg, in_ray: bool = False) -> dict:
             metrics = evaluate(session, valid, ks)
             wall = time.perf_counter() - start
             curve.append({"step": state.step, "wall_s": wall, **metrics})
-            session.report({**metrics, "wall_s": wall}, prefix="valid/")
             if stopper.update(metrics[EARLY_STOP_METRIC]):
                 best_path = save_checkpoint(posixpath.join(out, BEST), state.step, session.dmp,
                                             session.opt.optimizer, session.opt.engine,
                                             meta={**asdict(state), "blocks": cfg.model.blocks}, keep=1)
                 best_wall = time.perf_counter() - start
+            resume_path = None
             if state.step < max_steps and not stopper.should_stop:
                 # where to resume this stage from (run.resume, or Ray Train restarting the workers)
                 loop = {"curve": curve, "best_path": best_path, "best_wall": best_wall, "best": stopper.best,
                         "since_best": stopper.since_best, "elapsed": time.perf_counter() - start}
-                save_checkpoint(out, state.step, session.dmp, session.opt.optimizer, session.opt.engine,
-                                meta={**asdict(_after_step(state, steps)), "blocks": cfg.model.blocks,
-                                      LOOP_STATE: loop}, keep=1)
+                resume_path = save_checkpoint(out, state.step, session.dmp, session.opt.optimizer,
+                                              session.opt.engine, keep=1, meta={
+                                                  **asdict(_after_step(state, steps)), "blocks": cfg.model.blocks,
+                                                  LOOP_STATE: loop})
+            session.report({**metrics, "wall_s": wall}, resume_path, prefix="valid/")
         if state.batch_in_epoch >= steps:
             state.epoch += 1
             state.batch_in_epoch = 0

@@ -14,7 +14,8 @@ import fsspec
 import torch
 import torch.distributed as dist
 
-from distrec.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from distrec.errors import CheckpointError
+from distrec.train.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from distrec.train.data_feed import DataFeed
 from distrec.train.dense_optim import build_optimizers
 from distrec.train.distributed import WorkerInfo
@@ -66,7 +67,7 @@ class TrainSession:
         """Continue from a checkpoint (weights, optimizer state, reader position): the one Ray Train
         hands a restarted worker group after a failure, else with ``run.resume`` the run's latest.
         ``run.init_from``: start from another checkpoint's weights only."""
-        path = self._ray_restart_checkpoint()
+        path = self._newest(self._ray_restart_checkpoint())
         if path is None and self.cfg.run.resume:
             path = latest_checkpoint(self.run_dir)
             if path is None:
@@ -99,6 +100,24 @@ class TrainSession:
         if self.worker.is_chief:
             with fsspec.open(posixpath.join(self.run_dir, "placement.json"), "w") as fh:
                 json.dump(everyone, fh, indent=1)
+
+    def _newest(self, ray_path: str | None) -> str | None:
+        """On a Ray restart: Ray's checkpoint, or the run's newest complete one when that is newer.
+        Ray takes in a report asynchronously: a worker that dies right after reporting leaves Ray
+        with an older checkpoint, which rotation (``keep``) may already have deleted."""
+        if ray_path is None:
+            return None
+        newest = latest_checkpoint(self.run_dir)
+        if newest is None or newest == ray_path:
+            return ray_path
+        try:
+            ray_step = read_meta(ray_path)["step"]
+        except CheckpointError:
+            ray_step = -1
+        if read_meta(newest)["step"] > ray_step:
+            self._log(f"Ray handed {ray_path}; {newest} is newer: resuming from it")
+            return newest
+        return ray_path
 
     def _ray_restart_checkpoint(self) -> str | None:
         if not self.in_ray:
