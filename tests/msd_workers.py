@@ -45,3 +45,26 @@ def train_and_compare(rank: int, cfg_dict: dict) -> dict:
     trainable = {n: p.requires_grad for n, p in dense.named_parameters()}
     session.close()
     return {"metrics": metrics, "changed": changed, "trainable": trainable, "steps": session.state.step}
+
+
+def evaluate_untrained(rank: int, cfg_dict: dict) -> dict:
+    """The MSD recipe's evaluation of a freshly built model, and its raw per-row outputs."""
+    import torch
+
+    from distrec.data.schema import FeatureSchema
+    from distrec.recipes.ctr import open_feed
+    from distrec.recipes.msd import build_model, evaluate
+    from distrec.train.distributed import worker_info
+    from distrec.train.session import TrainSession
+
+    cfg = OmegaConf.create(cfg_dict)
+    schema = FeatureSchema.load(cfg.data.schema)
+    session = TrainSession(cfg, build_model(cfg, schema), worker_info(False), cfg.run.output_dir, in_ray=False)
+    rows = []
+    session.evaluate(open_feed(cfg, schema, session.worker, cfg.data.valid, train=False),
+                     lambda out: rows.append((out["preds"], out["items"], out["weights"])))
+    metrics = evaluate(session, open_feed(cfg, schema, session.worker, cfg.data.valid, train=False), cfg, schema)
+    session.close()
+    preds, items, weights = (torch.cat(t) for t in zip(*rows))
+    real = weights > 0
+    return {"metrics": metrics, "preds": preds[real].tolist(), "items": items[real].tolist()}

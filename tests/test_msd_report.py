@@ -55,3 +55,36 @@ def test_report_files_table_and_plot(tmp_path):
     assert "| base | 0.7050 ± 0.0071 |" in text and "| msd[metadata] | 0.7200 ± 0.0000 |" in text
     assert "| metadata | 1.0000 | 0.2000 | 3 |" in text
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG" and paths["png"].endswith("report.png")
+
+
+def test_rare_item_metrics_cover_exactly_the_rows_of_rare_items(tmp_path, shared_data):
+    """The recipe's evaluation on an ml-100k slice (base model, one gloo process): the rare-item AUC
+    and LogLoss equal a direct computation over the validation rows whose item is rare in training."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from omegaconf import OmegaConf
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from distrec.data.schema import FeatureSchema
+    from distrec.msd.data import ensure_imported
+    from distrec.msd.entities import id_frequencies
+    from distrec.train.local_spawn import spawn
+    from msd_workers import evaluate_untrained
+    from test_msd_knowledge import slice_config
+
+    cfg = slice_config(tmp_path, shared_data, "method.semantics.enabled=false", "trainer.num_workers=1",
+                       "method.semantics.cache_min_freq=4", "dense.backend=ddp")
+    ensure_imported(cfg)
+    out = spawn(evaluate_untrained, 1, OmegaConf.to_container(cfg, resolve=True))[0]
+    metrics, p, items = out["metrics"], np.array(out["preds"], dtype=np.float64), np.array(out["items"])
+
+    valid = pq.read_table(cfg.data.valid, columns=["item_id", "click"]).to_pandas()
+    assert items.tolist() == valid["item_id"].tolist()  # one prediction per validation row, in order
+    schema = FeatureSchema.load(cfg.data.schema)
+    rare = id_frequencies(cfg.data.train, "item_id", schema.field("item_id").num_embeddings)[items] < 4
+    assert 0 < rare.sum() < len(rare) and metrics["rare_items_num_rows"] == int(rare.sum())
+    labels = valid["click"].to_numpy()
+    assert metrics["rare_items_auc"] == pytest.approx(roc_auc_score(labels[rare], p[rare]), abs=1e-6)
+    assert metrics["rare_items_logloss"] == pytest.approx(log_loss(labels[rare], np.clip(p[rare], 1e-7, 1 - 1e-7)),
+                                                          abs=1e-4)
+    assert metrics["num_rows"] == len(items)

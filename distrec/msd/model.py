@@ -89,10 +89,24 @@ class SemanticCtrNet(nn.Module):
         return self.ctr(dense, embeddings)
 
 
+def with_item_ids(result, batch: RecBatch):
+    """A CTR forward's (loss, outputs) with each row's item id added (per-item-frequency metrics)."""
+    loss, outputs = result
+    outputs["items"] = single_ids(batch.sparse, ITEM)
+    return loss, outputs
+
+
+class ItemTaggedCtrModel(CtrModel):
+    """The base CTR model (the report's "base"), whose outputs carry each row's item id."""
+
+    def forward(self, batch: RecBatch):
+        return with_item_ids(super().forward(batch), batch)
+
+
 class MsdModel(CtrModel):
     """The CTR model whose dense net also reads the ids (for the student's semantic path)."""
 
     def forward(self, batch: RecBatch):
         pooled = self.sparse(batch.sparse).to_dict()
         logits = self.dense(batch.dense, [pooled[name] for name in self.feature_names], batch.sparse)
-        return click_loss_and_outputs(logits, batch)
+        return with_item_ids(click_loss_and_outputs(logits, batch), batch)

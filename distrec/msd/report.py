@@ -28,7 +28,8 @@ ABLATIONS = {
     "no_user_knowledge": {"method.semantics.user_knowledge": False},
     "no_semantics": {"method.semantics.enabled": False},
 }
-METRICS = ("auc", "gauc", "logloss")
+METRICS = ("auc", "gauc", "logloss", "rare_items_auc", "rare_items_logloss")
+HEADERS = ("AUC", "GAUC", "LogLoss", "AUC, rare items", "LogLoss, rare items")
 PLOT = "report.png"
 
 
@@ -105,8 +106,10 @@ def markdown(table: dict[str, dict], distill: dict[str, dict], cfg) -> str:
              f"{cfg.trainer.epochs} epoch(s)"
              f"{f' capped at {cfg.trainer.max_steps} steps' if cfg.trainer.max_steps >= 0 else ''}, "
              f"batch {cfg.data.batch_size} per worker, {cfg.trainer.num_workers} workers, seeds "
-             f"{list(cfg.method.report.seeds)}, tower {cfg.model.arch}; mean ± std over seeds.", "",
-             "| variant | AUC | GAUC | LogLoss |", "|---|---|---|---|"]
+             f"{list(cfg.method.report.seeds)}, tower {cfg.model.arch}; mean ± std over seeds. Rare items: "
+             f"validation rows whose item was seen fewer than {cfg.method.semantics.cache_min_freq} times in "
+             f"training (the items the student encodes online).", "",
+             "| variant | " + " | ".join(HEADERS) + " |", "|---" * (len(HEADERS) + 1) + "|"]
     for name, row in table.items():
         cells = [f"{row[m]:.4f} ± {row[m + '_std']:.4f}" if m in row else "n/a" for m in METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -155,7 +158,7 @@ def _finished_or_run(run_cfg, name: str, seed: int, local: bool) -> dict:
             return saved["metrics"]
     log.info("report: training %s, seed %d", name, seed)
     metrics = _run(run_cfg, local, distill=False)
-    metrics = {k: metrics[k] for k in METRICS if k in metrics}
+    metrics = {k: metrics[k] for k in (*METRICS, "num_rows", "rare_items_num_rows") if k in metrics}
     write_text_atomic(result_path, json.dumps({"metrics": metrics, "config": config}, indent=2, default=str),
                       filesystem(result_path)[0])
     return metrics
@@ -199,7 +202,7 @@ def metrics_png(table: dict[str, dict]) -> bytes:
             ax.set_xlim(low - pad, high + pad)
         ax.set_yticks(range(len(names)), names if ax is axes[0] else [""] * len(names))
         ax.invert_yaxis()
-        ax.set_title(f"valid {metric} ({'lower' if metric == 'logloss' else 'higher'} is better)")
+        ax.set_title(f"{HEADERS[METRICS.index(metric)]} ({'lower' if 'logloss' in metric else 'higher'} is better)")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

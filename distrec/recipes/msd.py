@@ -16,10 +16,13 @@ from distrec.data.schema import FeatureSchema
 from distrec.errors import ConfigError
 from distrec.msd.entities import id_frequencies, load_catalog
 from distrec.msd.item_cache import FrequencyAdaptiveCache
-from distrec.msd.model import ITEM, USER, MsdModel, SemanticCtrNet
+from distrec.metrics import CtrMetricAccumulator
+from distrec.msd.model import ITEM, USER, ItemTaggedCtrModel, MsdModel, SemanticCtrNet
 from distrec.msd.student import StudentEncoder, load_tokenizer, tokenize
 from distrec.recipes import ctr
 from distrec.sparse.tables import table_dims
+
+RARE = "rare_items"  # prefix of the metrics over rows whose item is rare in training
 
 
 def student_checkpoint(cfg) -> str:
@@ -52,11 +55,11 @@ def _texts(entities: dict, size: int) -> list[str]:
 
 
 def build_model(cfg, schema: FeatureSchema):
+    _check(cfg, schema)
     base = ctr.build_model(cfg, schema)
     sem = cfg.method.semantics
     if not sem.enabled:
-        return base
-    _check(cfg, schema)
+        return ItemTaggedCtrModel(base.sparse, base.dense, base.feature_names)
     student = StudentEncoder(student_checkpoint(cfg))
     tokenizer = load_tokenizer(student.path)
     if sem.lora:
@@ -76,6 +79,24 @@ def build_model(cfg, schema: FeatureSchema):
     return MsdModel(base.sparse, dense, base.feature_names)
 
 
+def evaluate(session, feed, cfg, schema: FeatureSchema) -> dict:
+    """The CTR metrics, plus AUC / LogLoss over the rows whose item is rare in training (seen fewer
+    than ``semantics.cache_min_freq`` times: the items the student encodes online), where
+    semantics should matter most. The same rows for the base model and every MSD variant."""
+    n_items = schema.field(ITEM).num_embeddings
+    rare = torch.as_tensor(id_frequencies(cfg.data.train, ITEM, n_items) < cfg.method.semantics.cache_min_freq)
+    every, rare_rows = CtrMetricAccumulator(), CtrMetricAccumulator()
+
+    def update(out: dict) -> None:
+        every.update(out["preds"], out["labels"], out["weights"], out["groups"])
+        rare_rows.update(out["preds"], out["labels"], out["weights"] * rare[out["items"].cpu()].to(out["weights"]))
+
+    session.evaluate(feed, update)
+    metrics = every.compute(names=tuple(cfg.metrics.names))
+    metrics.update({f"{RARE}_{k}": v for k, v in rare_rows.compute(names=("auc", "logloss")).items()})
+    return metrics
+
+
 def train_worker(cfg, in_ray: bool = False) -> dict:
-    return ctr.train_worker(cfg, in_ray, build=build_model)
+    return ctr.train_worker(cfg, in_ray, build=build_model, evaluate_fn=evaluate)
 
