@@ -53,7 +53,7 @@ def evaluate_untrained(rank: int, cfg_dict: dict) -> dict:
 
     from distrec.data.schema import FeatureSchema
     from distrec.recipes.ctr import open_feed
-    from distrec.recipes.msd import build_model, evaluate
+    from distrec.recipes.msd import build_model, evaluate, rare_items
     from distrec.train.distributed import worker_info
     from distrec.train.session import TrainSession
 
@@ -63,7 +63,8 @@ def evaluate_untrained(rank: int, cfg_dict: dict) -> dict:
     rows = []
     session.evaluate(open_feed(cfg, schema, session.worker, cfg.data.valid, train=False),
                      lambda out: rows.append((out["preds"], out["items"], out["weights"])))
-    metrics = evaluate(session, open_feed(cfg, schema, session.worker, cfg.data.valid, train=False), cfg, schema)
+    metrics = evaluate(session, open_feed(cfg, schema, session.worker, cfg.data.valid, train=False), cfg, schema,
+                       rare=rare_items(cfg, schema))
     session.close()
     preds, items, weights = (torch.cat(t) for t in zip(*rows))
     real = weights > 0

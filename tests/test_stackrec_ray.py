@@ -5,20 +5,15 @@ import json
 
 import pytest
 
-from distrec.config.load import load_config
 from distrec.stackrec.scenario import ensure_data, ray_launcher, run_variant
+from test_stackrec_smoke import smoke_config
 
 
 @pytest.mark.ray
 @pytest.mark.timeout(600)
 def test_stage_on_ray_restarts_from_its_last_evaluation_after_a_worker_dies(tmp_path, ray_cluster):
-    data = tmp_path / "data"
-    cfg = load_config("configs/stackrec/smoke.yaml", [
-        f"run.output_dir={tmp_path / 'runs'}", f"data.schema={data}/schema.yaml", f"data.train={data}/train",
-        f"data.valid={data}/valid", f"method.test={data}/test", "method.synthetic.num_sequences=200",
-        "method.stages=[{blocks: 2, max_steps: 20}]", "method.patience=10", "trainer.log_every=100",
-        "trainer.max_failures=1", "trainer.fail_at_step=12",
-    ])
+    cfg = smoke_config(tmp_path, tmp_path / "data", "method.stages=[{blocks: 2, max_steps: 20}]",
+                       "method.patience=10", "trainer.max_failures=1", "trainer.fail_at_step=12")
     ensure_data(cfg)
     result = run_variant(cfg, "adjacent", ray_launcher)
     stage_dir = tmp_path / "runs" / "stackrec-smoke" / "adjacent" / "stage-0"

@@ -15,14 +15,18 @@ from distrec.train.checkpoint import read_meta
 EMBEDDINGS = "sparse.embeddings.item_seq.weight"
 
 
-@pytest.mark.timeout(420)
-def test_ts_smoke_trains_stacks_resumes_and_reports(tmp_path):
-    data = tmp_path / "data"
-    cfg = load_config("configs/stackrec/smoke.yaml", [
+def smoke_config(tmp_path, data, *overrides):
+    """configs/stackrec/smoke.yaml on 200 generated sequences under ``data``, runs under tmp_path."""
+    return load_config("configs/stackrec/smoke.yaml", [
         f"run.output_dir={tmp_path / 'runs'}", f"data.schema={data}/schema.yaml", f"data.train={data}/train",
         f"data.valid={data}/valid", f"method.test={data}/test", "method.synthetic.num_sequences=200",
-        "method.scratch_max_steps=10", "trainer.log_every=100",
+        "trainer.log_every=100", *overrides,
     ])
+
+
+@pytest.mark.timeout(420)
+def test_ts_smoke_trains_stacks_resumes_and_reports(tmp_path):
+    cfg = smoke_config(tmp_path, tmp_path / "data", "method.scratch_max_steps=10")
     ensure_data(cfg)
     stacked = run_variant(cfg, "adjacent", spawn_launcher)
 
@@ -77,13 +81,9 @@ def test_tf_trains_the_source_stage_then_stacks_onto_the_target_and_counts_only_
     from distrec.stackrec.scenario import plan_stages
 
     source, target = tmp_path / "source", tmp_path / "target"
-    cfg = load_config("configs/stackrec/smoke.yaml", [
-        f"run.output_dir={tmp_path / 'runs'}", f"data.schema={target}/schema.yaml", f"data.train={target}/train",
-        f"data.valid={target}/valid", f"method.test={target}/test", "method.synthetic.num_sequences=200",
-        "method.scenario=tf", "trainer.log_every=100",
-        f"method.stages=[{{blocks: 2, max_steps: 10, train: {source}/train, valid: {source}/valid}}, "
-        f"{{blocks: 4, max_steps: 10}}]",
-    ])
+    cfg = smoke_config(tmp_path, target, "method.scenario=tf",
+                       f"method.stages=[{{blocks: 2, max_steps: 10, train: {source}/train, valid: {source}/valid}}, "
+                       f"{{blocks: 4, max_steps: 10}}]")
     ensure_data(cfg)  # the target task
     source_cfg = OmegaConf.merge(cfg, {"data": {"schema": f"{source}/schema.yaml", "train": f"{source}/train",
                                                 "valid": f"{source}/valid"},
@@ -111,13 +111,8 @@ def test_an_interrupted_stage_resumes_from_its_last_evaluation(tmp_path):
     from distrec.recipes.stackrec import LOOP_STATE
     from distrec.train.checkpoint import latest_checkpoint
 
-    data = tmp_path / "data"
-    cfg = load_config("configs/stackrec/smoke.yaml", [
-        f"run.output_dir={tmp_path / 'runs'}", f"data.schema={data}/schema.yaml", f"data.train={data}/train",
-        f"data.valid={data}/valid", f"method.test={data}/test", "method.synthetic.num_sequences=200",
-        "method.stages=[{blocks: 2, max_steps: 15}]", "method.patience=10", "trainer.fail_at_step=7",
-        "trainer.log_every=100",
-    ])
+    cfg = smoke_config(tmp_path, tmp_path / "data", "method.stages=[{blocks: 2, max_steps: 15}]",
+                       "method.patience=10", "trainer.fail_at_step=7")
     ensure_data(cfg)
     with pytest.raises(Exception):  # the last rank dies at step 7, after the evaluation at step 5
         run_variant(cfg, "adjacent", spawn_launcher)

@@ -74,6 +74,30 @@ def save_resolved_config(cfg: DictConfig, run_dir: str) -> str:
     return target
 
 
+def write_config_record(path: str, config: dict, payload: dict) -> None:
+    """``{"config": config, **payload}`` as JSON at ``path`` (any fsspec URL), atomically."""
+    import json
+
+    from distrec.data.storage import filesystem, write_text_atomic
+
+    fs, p = filesystem(path)
+    fs.makedirs(posixpath.dirname(p), exist_ok=True)
+    write_text_atomic(path, json.dumps({"config": config, **payload}, indent=2, default=str), fs)
+
+
+def read_config_record(path: str, config: dict) -> dict | None:
+    """The record at ``path`` if it was written for ``config`` (a rerun may reuse its work)."""
+    import json
+
+    from distrec.data.storage import filesystem
+
+    fs, p = filesystem(path)
+    if not fs.exists(p):
+        return None
+    saved = json.loads(fs.cat_file(p))
+    return saved if saved.get("config") == config else None
+
+
 def config_to_dict(cfg: DictConfig) -> dict:
     """Plain, resolved ``dict`` of ``cfg``."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

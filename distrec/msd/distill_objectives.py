@@ -1,7 +1,7 @@
 """What the student learns from the teacher's knowledge: one class per ``distill.mode``.
 
 Each objective owns the student module handed to DeepSpeed and the tokenised data of this rank's
-entities (``n`` of them); ``loss(engine, idx)`` is the training loss of those rows,
+entities; ``loss(engine, idx)`` is the training loss of those rows,
 ``per_entity(engine, idx)`` the same loss per row (no grad), ``probe`` the semantic vectors of the
 first rows (compared with the saved checkpoint), ``hf_model(module)`` what is saved.
 
@@ -36,7 +36,6 @@ class FeatureObjective:
         know_ids, know_mask = tokenize(self.tokenizer, texts, dcfg.knowledge_max_length)
         self.targets = StudentEncoder(scfg.path).encode(know_ids, know_mask)  # frozen copy of the start
         self.weights = (dcfg.cosine_weight, dcfg.mse_weight)
-        self.n = len(raws)
 
     def loss(self, engine, idx: torch.Tensor) -> torch.Tensor:
         return self.per_entity(engine, idx).mean()
@@ -102,8 +101,7 @@ class TokenObjective:
         self.module = CausalStudent(lm)
         self.ids, self.mask, self.labels = token_sequences(self.tokenizer, raws, texts, scfg.max_length,
                                                            dcfg.knowledge_max_length)
-        self.raw_ids, self.raw_mask = tokenize(self.tokenizer, raws, scfg.max_length)
-        self.n = len(raws)
+        self.raws, self.max_length = raws, scfg.max_length
 
     def loss(self, engine, idx: torch.Tensor) -> torch.Tensor:
         return self.per_entity(engine, idx).mean()
@@ -112,7 +110,7 @@ class TokenObjective:
         return engine(self.ids[idx], self.mask[idx], self.labels[idx])
 
     def probe(self, engine, rows: int) -> list:
-        return engine(self.raw_ids[:rows], self.raw_mask[:rows]).tolist()
+        return engine(*tokenize(self.tokenizer, self.raws[:rows], self.max_length)).tolist()
 
     @staticmethod
     def hf_model(module: nn.Module) -> nn.Module:

@@ -17,7 +17,7 @@ import statistics
 
 from omegaconf import OmegaConf
 
-from distrec.config.load import config_to_dict
+from distrec.config.load import config_to_dict, read_config_record, write_config_record
 from distrec.data.storage import atomic_open, filesystem, write_text_atomic
 from distrec.errors import ConfigError
 
@@ -150,17 +150,14 @@ def _finished_or_run(run_cfg, name: str, seed: int, local: bool) -> dict:
     """The run's metrics; a rerun of the report reuses runs that finished with the same config."""
     result_path = os.path.join(run_cfg.run.output_dir, run_cfg.run.name, "report_result.json")
     config = config_to_dict(run_cfg)
-    if os.path.isfile(result_path):
-        with open(result_path) as fh:
-            saved = json.load(fh)
-        if saved.get("config") == config:
-            log.info("report: %s, seed %d finished earlier (%s)", name, seed, result_path)
-            return saved["metrics"]
+    saved = read_config_record(result_path, config)
+    if saved is not None:
+        log.info("report: %s, seed %d finished earlier (%s)", name, seed, result_path)
+        return saved["metrics"]
     log.info("report: training %s, seed %d", name, seed)
     metrics = _run(run_cfg, local, distill=False)
     metrics = {k: metrics[k] for k in (*METRICS, "num_rows", "rare_items_num_rows") if k in metrics}
-    write_text_atomic(result_path, json.dumps({"metrics": metrics, "config": config}, indent=2, default=str),
-                      filesystem(result_path)[0])
+    write_config_record(result_path, config, {"metrics": metrics})
     return metrics
 
 

@@ -7,6 +7,7 @@ Order of work: ``distrec msd knowledge`` → ``distrec msd distill`` → ``distr
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -14,9 +15,9 @@ import torch
 
 from distrec.data.schema import FeatureSchema
 from distrec.errors import ConfigError
+from distrec.metrics import CtrMetricAccumulator
 from distrec.msd.entities import id_frequencies, load_catalog
 from distrec.msd.item_cache import FrequencyAdaptiveCache
-from distrec.metrics import CtrMetricAccumulator
 from distrec.msd.model import ITEM, USER, ItemTaggedCtrModel, MsdModel, SemanticCtrNet
 from distrec.msd.student import StudentEncoder, load_tokenizer, tokenize
 from distrec.recipes import ctr
@@ -79,12 +80,17 @@ def build_model(cfg, schema: FeatureSchema):
     return MsdModel(base.sparse, dense, base.feature_names)
 
 
-def evaluate(session, feed, cfg, schema: FeatureSchema) -> dict:
-    """The CTR metrics, plus AUC / LogLoss over the rows whose item is rare in training (seen fewer
-    than ``semantics.cache_min_freq`` times: the items the student encodes online), where
-    semantics should matter most. The same rows for the base model and every MSD variant."""
+def rare_items(cfg, schema: FeatureSchema) -> torch.Tensor:
+    """Per item id: seen fewer than ``semantics.cache_min_freq`` times in training (the items the
+    student encodes online). Reads data.train's item column: once per worker, not per evaluation."""
     n_items = schema.field(ITEM).num_embeddings
-    rare = torch.as_tensor(id_frequencies(cfg.data.train, ITEM, n_items) < cfg.method.semantics.cache_min_freq)
+    return torch.as_tensor(id_frequencies(cfg.data.train, ITEM, n_items) < cfg.method.semantics.cache_min_freq)
+
+
+def evaluate(session, feed, cfg, schema: FeatureSchema, *, rare: torch.Tensor) -> dict:
+    """The CTR metrics, plus AUC / LogLoss over the rows whose item is ``rare`` (see
+    ``rare_items``), where semantics should matter most. The same rows for the base model and
+    every MSD variant."""
     every, rare_rows = CtrMetricAccumulator(), CtrMetricAccumulator()
 
     def update(out: dict) -> None:
@@ -98,5 +104,6 @@ def evaluate(session, feed, cfg, schema: FeatureSchema) -> dict:
 
 
 def train_worker(cfg, in_ray: bool = False) -> dict:
-    return ctr.train_worker(cfg, in_ray, build=build_model, evaluate_fn=evaluate)
+    rare = rare_items(cfg, FeatureSchema.load(cfg.data.schema))
+    return ctr.train_worker(cfg, in_ray, build=build_model, evaluate_fn=functools.partial(evaluate, rare=rare))
 

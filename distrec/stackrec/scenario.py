@@ -34,7 +34,7 @@ import fsspec
 import torch
 from omegaconf import OmegaConf
 
-from distrec.config.load import config_to_dict
+from distrec.config.load import config_to_dict, read_config_record, write_config_record
 from distrec.data.importers.sessions import cl_chunk_glob
 from distrec.errors import ConfigError
 from distrec.stackrec.stacking import METHODS, stack_checkpoint
@@ -125,7 +125,8 @@ def run_variant(cfg, variant: str, launch: Launcher) -> dict:
     init_from, stack_s = cfg.run.init_from, 0.0
     for stage in stages:
         stage_cfg = stage_config(cfg, variant, stage, None)
-        done = _recorded(_stage_file(stage_cfg, STAGE_RECORD), stage_cfg) if len(records) == stage.index else None
+        done = read_config_record(_stage_file(stage_cfg, STAGE_RECORD), _comparable(stage_cfg)) \
+            if len(records) == stage.index else None
         if done is not None:  # a rerun: this stage (and every one before it) finished earlier
             log.info("%s: stage %d finished earlier (%s)", variant, stage.index, stage_cfg.run.name)
             records.append(done["record"])
@@ -146,14 +147,15 @@ def run_variant(cfg, variant: str, launch: Launcher) -> dict:
                 stack_s = 0.0
         stage_cfg.run.init_from = init_from
         # an unfinished earlier launch of this very stage: go on from its last evaluation
-        stage_cfg.run.resume = _recorded(_stage_file(stage_cfg, STAGE_STARTED), stage_cfg) is not None
-        _write_json(_stage_file(stage_cfg, STAGE_STARTED), {"config": _comparable(stage_cfg)})
+        started = _stage_file(stage_cfg, STAGE_STARTED)
+        stage_cfg.run.resume = read_config_record(started, _comparable(stage_cfg)) is not None
+        write_config_record(started, _comparable(stage_cfg), {})
         log.info("%s: stage %d, %d blocks, up to %d steps on %s%s", variant, stage.index, stage.blocks,
                  stage.max_steps, stage.train, f" from {init_from}" if init_from else "")
         summary = launch(stage_cfg)
         records.append({"stage": stage.index, "blocks": stage.blocks, "counted": stage.counted,
                         "stack_s": stack_s, "init_from": init_from, "summary": summary})
-        _write_json(_stage_file(stage_cfg, STAGE_RECORD), {"config": _comparable(stage_cfg), "record": records[-1]})
+        write_config_record(_stage_file(stage_cfg, STAGE_RECORD), _comparable(stage_cfg), {"record": records[-1]})
     result = summarize_variant(variant, records)
     _write_json(posixpath.join(variant_dir(cfg, variant), "variant.json"), result)
     return result
@@ -172,15 +174,6 @@ def _comparable(stage_cfg) -> dict:
     out["run"].pop("resume", None)
     out["method"].pop("stages", None)
     return out
-
-
-def _recorded(path: str, stage_cfg) -> dict | None:
-    """The JSON at ``path`` if it was written for this stage with the same config."""
-    fs, p = fsspec.core.url_to_fs(path)
-    if not fs.exists(p):
-        return None
-    saved = read_json(path)
-    return saved if saved.get("config") == _comparable(stage_cfg) else None
 
 
 def summarize_variant(variant: str, records: list[dict]) -> dict:
