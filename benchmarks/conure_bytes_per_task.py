@@ -10,13 +10,14 @@ the cluster preset's ~2B parameters are never allocated), and their state dicts 
   conure        model with tasks 1..k minus model with tasks 1..k-1: the keys task k adds, i.e.
                 its packed mask buffers ``mask_k`` (uint8, 8 conv weights per byte) in every
                 masked conv layer, plus its head (dense.heads.<task>), at the parameter dtype
-  finetune_all  the same model (one backbone, overwritten by every task: old tasks are forgotten).
-                The backbone and embeddings add 0 bytes per task; distrec keeps the new task's head
-                (the task cannot be served without it) and, since ConureDense registers mask
-                buffers whatever the strategy, its checkpoint also carries the (all-zero, unused)
-                mask_k: both are reported
-  separate      a fresh model per task (learn_task builds it with that task's head only): the
-                parameter bytes of a full model copy (its checkpoint also holds an unused mask_1)
+  finetune_all  one backbone, overwritten by every task (old tasks are forgotten), built with
+                ``method.strategy=finetune_all`` (no mask buffers). The backbone and embeddings add
+                0 bytes per task; distrec keeps the new task's head (the task cannot be served
+                without it)
+  separate      a fresh model per task (learn_task builds it with that task's head only, with
+                ``method.strategy=separate``): the bytes of a full model copy
+Each baseline row's ``checkpoint_bytes`` is the size of that strategy's model state after task k
+(finetune_all: the one model; separate: task k's own model).
 
 Task sizes (item vocabulary, targets, classes) come from the task data: the preset's data_root
 when it is there, else the data the preset's ``method.prepare`` importer builds (into a temporary
@@ -190,6 +191,12 @@ def build_on_meta(cfg, schema, specs):
     return model
 
 
+def with_strategy(cfg, strategy: str):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(cfg, {"method": {"strategy": strategy}})
+
+
 def state_entries(model) -> dict[str, tuple[list[int], str, int]]:
     """{state-dict key: (shape, dtype, bytes)}: what a checkpoint of the model holds."""
     return {k: (list(v.shape), str(v.dtype).replace("torch.", ""), v.numel() * v.element_size())
@@ -206,6 +213,8 @@ def measure_preset(cfg, sizes: dict) -> dict:
     specs, schema = sizes["specs"], sizes["schema"]
     # conure and finetune_all: learn_task builds the model with the heads of tasks 1..k
     shared = [state_entries(build_on_meta(cfg, schema, specs[:k])) for k in range(1, len(specs) + 1)]
+    finetune_all = [state_entries(build_on_meta(with_strategy(cfg, "finetune_all"), schema, specs[:k]))
+                    for k in range(1, len(specs) + 1)]
     full = build_on_meta(cfg, schema, specs)
     conv_names = {n for n, m in full.named_modules() if isinstance(m, MaskedCausalConv1d)}
     convs = [m for m in full.modules() if isinstance(m, MaskedCausalConv1d)]
@@ -223,7 +232,7 @@ def measure_preset(cfg, sizes: dict) -> dict:
         mask_bytes = sum(new[key][2] for key in mask_keys)
         head_bytes = sum(new[key][2] for key in head_keys)
         other_bytes = sum(new[key][2] for key in other_keys)
-        separate = build_on_meta(cfg, schema, [spec])  # learn_task: specs = [task.spec]
+        separate = build_on_meta(with_strategy(cfg, "separate"), schema, [spec])  # learn_task: specs = [task.spec]
         separate_bytes = parameter_bytes(separate)
         conure_bytes = sum(e[2] for e in new.values()) if k > 1 else sum(e[2] for e in after.values())
         row = {
@@ -236,7 +245,7 @@ def measure_preset(cfg, sizes: dict) -> dict:
                                      if key not in mask_keys}},
             "finetune_all": {"bytes": head_bytes if k > 1 else parameter_bytes(build_on_meta(cfg, schema, specs[:1])),
                              "backbone_and_embedding_bytes": 0 if k > 1 else None,
-                             "checkpoint_bytes": mask_bytes + head_bytes + other_bytes if k > 1 else None,
+                             "checkpoint_bytes": sum(e[2] for e in finetune_all[k - 1].values()),
                              "old_tasks": "forgotten (backbone overwritten)"},
             "separate": {"bytes": separate_bytes, "params": sum(p.numel() for p in separate.parameters()),
                          "checkpoint_bytes": sum(e[2] for e in state_entries(separate).values()),

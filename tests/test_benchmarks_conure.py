@@ -116,6 +116,11 @@ def test_bytes_per_task_match_independent_counts(report):
             assert conure["bytes"] < separate["bytes"]
             assert conure["fraction_of_full_copy"] == pytest.approx(conure["bytes"] / separate["bytes"])
             assert finetune["backbone_and_embedding_bytes"] == 0 and finetune["bytes"] == head
+            # the baselines keep no masks: their checkpoints hold parameters only
+            assert separate["checkpoint_bytes"] == separate["bytes"], (name, row["task"])
+            k = rows.index(row) + 1
+            assert finetune["checkpoint_bytes"] == 4 * (n_items * c + backbone_params + sum(
+                head_params(t["kind"], c, t["num_outputs"]) for t in r["tasks"][:k])), (name, row["task"])
             assert "forgotten" in finetune["old_tasks"]
         # T1 is the whole first model (its mask included); totals add up
         first = r["first_task"]

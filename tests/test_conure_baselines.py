@@ -19,6 +19,12 @@ def run_strategy(tmp_path, data_root, strategy):
     return run, json.loads((run / "conure_state.json").read_text())
 
 
+def checkpoint_keys(state) -> set[str]:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    return set(FileSystemReader(state["tasks"][-1]["checkpoint"]).read_metadata().state_dict_metadata)
+
+
 def probe(run, stage, task="t1_next_item"):
     return torch.load(run / "probes" / f"stage-{stage:02d}" / f"{task}.pt")
 
@@ -32,6 +38,8 @@ def test_finetune_all_forgets_and_separate_models_cost_a_model_per_task(tmp_path
     assert not torch.equal(probe(run, 1), probe(run, 2))  # T2's training moved T1's outputs
     one_model = state["tasks"][-1]["params"]
     assert state["params"]["total"] == one_model["embedding"] + one_model["backbone"] + sum(one_model["heads"].values())
+    keys = checkpoint_keys(state)
+    assert any(".conv1.weight" in k for k in keys) and not any(".mask_" in k for k in keys)  # no unused masks
 
     run, state = run_strategy(tmp_path, data_root, "separate")
     per_task = [t["params"]["embedding"] + t["params"]["backbone"] + sum(t["params"]["heads"].values())
@@ -41,3 +49,4 @@ def test_finetune_all_forgets_and_separate_models_cost_a_model_per_task(tmp_path
     history = state["history"]
     assert history[1]["metrics"]["t1_next_item"] == history[0]["metrics"]["t1_next_item"]  # T1's model untouched
     assert (run / "probes" / "stage-01" / "t1_next_item.pt").is_file()
+    assert not any(".mask_" in k for k in checkpoint_keys(state))

@@ -33,7 +33,9 @@ class ConureDense(nn.Module):
 
     def __init__(self, model_cfg, method_cfg, tasks: list[TaskSpec], max_len: int):
         super().__init__()
-        self.backbone = ConureBackbone(model_cfg, len(tasks))
+        # only Conure itself keeps masks: the baselines' checkpoints carry no mask buffers
+        mask_slots = len(tasks) if method_cfg.strategy == "conure" else 0
+        self.backbone = ConureBackbone(model_cfg, mask_slots)
         self.heads = nn.ModuleDict(
             {t.name: build_head(t.kind, model_cfg.channels, t.num_outputs, method_cfg) for t in tasks}
         )
