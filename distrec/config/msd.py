@@ -68,8 +68,20 @@ class KnowledgeConfig:
 
 
 @dataclass
+class ItemColumnsConfig:
+    """Which items.parquet column (raw name, e.g. ``movie_title``) plays each prompt role; None:
+    the first column whose name holds a hint (title: title/name; year: year/date; genres:
+    class/genre/categor/tag). Columns left over become ``{attributes}`` ("brand: X; price: 9.99")."""
+
+    title: Optional[str] = None
+    year: Optional[str] = None
+    genres: Optional[str] = None
+
+
+@dataclass
 class EntitiesConfig:
-    """Where the entities' raw inputs come from: the ml-100k (recbole) importer's outputs."""
+    """Where the entities' raw inputs come from: the recbole importer's outputs (any RecBole
+    atomic dataset: MovieLens, Amazon, Yelp, ...)."""
 
     items_path: str = MISSING  # items.parquet (item_id, text, raw_* columns)
     users_path: str = MISSING  # users.parquet (user_id, raw_* demographics)
@@ -83,6 +95,7 @@ class EntitiesConfig:
     import_from: Optional[str] = None
     import_max_users: Optional[int] = None
     like_threshold: float = 4.0  # rating >= this is a liked item (= the importer's click label)
+    item_columns: ItemColumnsConfig = field(default_factory=ItemColumnsConfig)
 
 
 @dataclass

@@ -61,7 +61,7 @@ def _parse_value(text: str) -> object:
             return kind(text)
         except ValueError:
             pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+    return {"true": True, "false": False, "null": None, "none": None}.get(text.lower(), text)
 
 
 def parse_options(tokens: list[str]) -> dict[str, object]:

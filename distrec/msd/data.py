@@ -14,17 +14,22 @@ log = logging.getLogger("distrec")
 
 
 def write_user_slice(src_dir: str, dst_dir: str, max_users: int) -> str:
-    """Copy the RecBole atomic files of ``src_dir`` keeping the first ``max_users`` users of the
-    ``.user`` file (and their interactions); items are kept whole. Returns the new directory."""
+    """Copy the RecBole atomic files of ``src_dir`` keeping the first ``max_users`` users (of the
+    ``.user`` file, or of the ``.inter`` file when there is none) and their interactions; items
+    are kept whole. Returns the new directory."""
     name = os.path.basename(os.path.normpath(src_dir))
     out = os.path.join(dst_dir, name)
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(src_dir, f"{name}.user")) as fh:
-        header, *lines = fh.read().splitlines()
-    kept = lines[:max_users]
-    users = {line.split("\t", 1)[0] for line in kept}
-    with open(os.path.join(out, f"{name}.user"), "w") as fh:
-        fh.write("\n".join([header, *kept]) + "\n")
+    user_file = os.path.join(src_dir, f"{name}.user")
+    if os.path.exists(user_file):
+        with open(user_file) as fh:
+            header, *lines = fh.read().splitlines()
+        kept = lines[:max_users]
+        users = {line.split("\t", 1)[0] for line in kept}
+        with open(os.path.join(out, f"{name}.user"), "w") as fh:
+            fh.write("\n".join([header, *kept]) + "\n")
+    else:
+        users = _first_users(os.path.join(src_dir, f"{name}.inter"), max_users)
     with open(os.path.join(src_dir, f"{name}.inter")) as src, open(os.path.join(out, f"{name}.inter"), "w") as dst:
         dst.write(next(src))
         for line in src:
@@ -32,6 +37,17 @@ def write_user_slice(src_dir: str, dst_dir: str, max_users: int) -> str:
                 dst.write(line)
     shutil.copy(os.path.join(src_dir, f"{name}.item"), os.path.join(out, f"{name}.item"))
     return out
+
+
+def _first_users(inter_path: str, max_users: int) -> set[str]:
+    users: dict[str, None] = {}
+    with open(inter_path) as fh:
+        next(fh)
+        for line in fh:
+            users.setdefault(line.split("\t", 1)[0], None)
+            if len(users) == max_users:
+                break
+    return set(users)
 
 
 def ensure_imported(cfg) -> None:

@@ -64,23 +64,55 @@ def id_frequencies(train_path: str, column: str, size: int) -> np.ndarray:
     return np.bincount(ids, minlength=size)[:size]
 
 
-def _item_fields(row: dict) -> dict:
+ROLE_HINTS = {"title": ("title", "name"), "year": ("year", "date"), "genres": ("class", "genre", "categor", "tag")}
+
+
+def item_columns(table: pa.Table, items_path: str, configured=None) -> dict[str, str | None]:
+    """Prompt role (title, year, genres) -> raw column name (``raw_`` dropped) or None: the
+    configured name (``method.entities.item_columns``) or the first column with a hint."""
+    raw = [c[4:] for c in table.column_names if c.startswith("raw_") and c != "raw_item_id"]
+    roles: dict[str, str | None] = {}
+    for role, hints in ROLE_HINTS.items():
+        chosen = getattr(configured, role, None) if configured is not None else None
+        if chosen is not None and chosen not in raw:
+            raise DataError(f"{items_path}: method.entities.item_columns.{role}={chosen!r} is not a "
+                            f"column of the items; raw columns: {raw}")
+        taken = set(roles.values())
+        roles[role] = chosen or next((c for c in raw if c not in taken
+                                      and any(h in c.lower() for h in hints)), None)
+    return roles
+
+
+def _text(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _item_fields(row: dict, roles: dict[str, str | None], list_columns: set[str]) -> dict:
     text = row.get("text") or ""
-    parts = [p.strip() for p in text.split("|")]
-    title = row.get("raw_movie_title") or (parts[0] if parts else "")
-    year = row.get("raw_release_year") or (parts[1] if len(parts) > 1 else "")
-    genres = row.get("raw_class")
-    genres = genres.replace(" ", ", ") if genres else (parts[2] if len(parts) > 2 else "")
-    return {"title": str(title), "year": str(year), "genres": str(genres), "text": str(text)}
+    if not any(roles.values()):  # no raw columns: the importer's "a | b | c" text
+        parts = [p.strip() for p in text.split("|")]
+        title, year, genres = (parts + ["", "", ""])[:3]
+        return {"title": title, "year": year, "genres": genres, "attributes": "", "text": text}
+    fields = {role: _text(row.get(f"raw_{column}")) if column else "" for role, column in roles.items()}
+    if roles["genres"] in list_columns:  # a token_seq column: its raw value is space-separated tokens
+        fields["genres"] = ", ".join(fields["genres"].split())
+    used = {f"raw_{c}" for c in roles.values() if c} | {"raw_item_id"}
+    fields["attributes"] = "; ".join(f"{k[4:].replace('_', ' ')}: {_text(v)}" for k, v in row.items()
+                                     if k.startswith("raw_") and k not in used and _text(v))
+    return {**fields, "text": text}
 
 
-def load_items(items_path: str) -> dict[int, Entity]:
+def load_items(items_path: str, configured_columns=None) -> dict[int, Entity]:
     table = _read(items_path)
     _require(table, items_path, ["item_id", "text"])
+    roles = item_columns(table, items_path, configured_columns)
+    list_columns = {name for name in table.column_names if pa.types.is_list(table.schema.field(name).type)}
     out = {}
     for row in table.to_pylist():
         item_id = int(row["item_id"])
-        fields = _item_fields(row)
+        fields = _item_fields(row, roles, list_columns)
         out[item_id] = Entity("item", item_id, fields["text"], fields)
     return out
 
@@ -118,7 +150,7 @@ def load_users(users_path: str, histories: dict[int, list[int]], items: dict[int
                         genre_counts[g] = genre_counts.get(g, 0) + 1
         top = sorted(genre_counts, key=lambda g: (-genre_counts[g], g))[:3]
         fields = {**profile, "history": titles, "top_genres": ", ".join(top),
-                  "profile": ", ".join(f"{k} {v}" for k, v in profile.items())}
+                  "profile": ", ".join(f"{k} {v}" for k, v in profile.items()) or "no profile data"}
         raw = f"{fields['profile']} | liked: {titles}"
         out[user_id] = Entity("user", user_id, raw, fields)
     return out
@@ -137,7 +169,7 @@ class EntityCatalog:
 
 def load_catalog(entities_cfg, train_path: str) -> EntityCatalog:
     """Every item and user with its raw input and prompt fields (``method.entities``)."""
-    items = load_items(entities_cfg.items_path)
+    items = load_items(entities_cfg.items_path, entities_cfg.get("item_columns"))
     histories = liked_histories(entities_cfg.sequences_path, train_cutoff(train_path), entities_cfg.like_threshold)
     users = load_users(entities_cfg.users_path, histories, items, entities_cfg.history_items)
     return EntityCatalog(items, users)

@@ -31,17 +31,30 @@ def _implicit(genres: list[str]) -> str:
 
 
 def _era(year: str) -> str:
-    return f"{year[:3]}0s" if len(year) == 4 and year.isdigit() else "undated"
+    return f"{year[:3]}0s" if len(year) == 4 and year.isdigit() else ""
 
 
 def item_knowledge(fields: dict) -> str:
+    """Movie wording when the item has a year (MovieLens); otherwise a catalog item's."""
     genres = _genres(fields.get("genres", ""))
     era = _era(fields.get("year", ""))
+    if not era:
+        return _catalog_item_knowledge(fields, genres)
     return (
         f"Explicit keywords: {fields.get('title', '')}, {', '.join(genres) or 'no genre'}, {era} film\n"
         f"Implicit keywords: {_implicit(genres)}\n"
         f"Rationale: a {era} {' and '.join(genres).lower() or 'film'} for viewers who like "
         f"{_implicit(genres[:1])} stories."
+    )
+
+
+def _catalog_item_knowledge(fields: dict, genres: list[str]) -> str:
+    facts = [fields.get("title", ""), *genres, fields.get("attributes", "")]
+    return (
+        f"Explicit keywords: {', '.join(f for f in facts if f)}\n"
+        f"Implicit keywords: {_implicit(genres)}\n"
+        f"Rationale: an item in {' and '.join(genres).lower() or 'no category'} for people who like "
+        f"{_implicit(genres[:1])}."
     )
 
 
@@ -54,6 +67,12 @@ def _age_band(age: str) -> str:
 
 def user_knowledge(fields: dict) -> str:
     top = _genres(fields.get("top_genres", ""))
+    if not any(fields.get(k) for k in ("age", "gender", "occupation")):  # no demographics (e.g. Amazon)
+        return (
+            f"Explicit keywords: likes {', '.join(top) or 'nothing yet'}\n"
+            f"Implicit keywords: {_implicit(top)}\n"
+            f"Rationale: a user whose liked items are mostly {' and '.join(top).lower() or 'unknown'}."
+        )
     band = _age_band(fields.get("age", ""))
     explicit = ", ".join(x for x in (band, fields.get("gender", ""), fields.get("occupation", "")) if x)
     return (
