@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from distrec.data.importers import IMPORTERS
-from distrec.data.importers.conure_ml100k import age_band
+from distrec.data.importers.conure_common import split_of_users
+from distrec.data.importers.conure_recbole import age_band
 from distrec.errors import DataError
 
 
@@ -101,3 +102,67 @@ def test_ttl_bad_lines_name_file_and_line(tmp_path, line, kind, message):
     with pytest.raises(DataError, match=message) as info:
         IMPORTERS["conure_ttl"](str(src), str(tmp_path / "out"), kind=kind)
     assert "bad.csv" in str(info.value)
+
+
+def ttl_lines(shared_data):
+    path = shared_data / "ttl-example" / "example_task2.csv"
+    return [line.strip().split(",") for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def ttl_files(shared_data, tmp_path):
+    """kind -> a TTL file of that kind: the shared examples, read in place, and a profile file
+    made of example_task2's sources with one label each."""
+    profile = tmp_path / "profile.csv"
+    profile.write_text("".join(",".join(line[:100] + ["", str(i % 3 * 7)]) + "\n"
+                               for i, line in enumerate(ttl_lines(shared_data))))
+    src = shared_data / "ttl-example"
+    return {"next_item": src / "example_task1.csv", "item_rec": src / "example_task2.csv", "profile": profile}
+
+
+def import_ttl(src, out, **options):
+    IMPORTERS["conure_ttl"](str(src), str(out), num_items=3000, **options)
+    return {str(p.relative_to(out)): pq.read_table(p) if p.suffix == ".parquet" else p.read_text()
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["next_item", "item_rec", "profile"])
+def test_ttl_block_size_does_not_change_the_output(ttl_files, tmp_path, kind):
+    default = import_ttl(ttl_files[kind], tmp_path / "default", kind=kind, max_len=20)
+    small = import_ttl(ttl_files[kind], tmp_path / "small", kind=kind, max_len=20, block_lines=3)
+    assert default.keys() == small.keys() and len(default) == 5
+    for name, table in default.items():
+        assert small[name] == table if isinstance(table, str) else small[name].equals(table), name
+    assert all(default[f"{s}/part-00000.parquet"].num_rows for s in ("train", "valid", "test"))
+
+
+@pytest.mark.parametrize("kind", ["item_rec", "profile"])
+def test_ttl_rows_keep_file_order_in_each_split(ttl_files, tmp_path, kind):
+    lines = [line.strip().split(",") for line in ttl_files[kind].read_text().splitlines()]
+    got = import_ttl(ttl_files[kind], tmp_path / "out", kind=kind, max_len=5, seed=3, block_lines=4)
+    classes = sorted({int(line[101]) for line in lines})
+    part = split_of_users(len(lines), 0.1, 0.1, 3)
+    label = "target" if kind == "item_rec" else "label"
+    for i, split in enumerate(("train", "valid", "test")):
+        expected = [{"item_seq": [int(v) for v in line[:100] if v != "0"][-5:],
+                     label: int(t) if kind == "item_rec" else classes.index(int(t))}
+                    for line, p in zip(lines, part) if p == i for t in line[101:]]
+        assert got[f"{split}/part-00000.parquet"].to_pylist() == expected
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("x", "line 10 has 'x'; expected an integer id"),
+    ("-4", "line 10 has a negative id"),
+    ("", "line 10 has 99 source ids before the first empty field"),
+])
+def test_ttl_bad_line_after_the_first_block_names_file_and_line(shared_data, tmp_path, bad, message):
+    lines = [",".join(line) for line in ttl_lines(shared_data)]
+    fields = lines[9].split(",")
+    fields[50] = bad
+    src = tmp_path / "deep.csv"
+    src.write_text("\n".join(lines[:5] + [""] + lines[5:8] + [",".join(fields)] + lines[8:]) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=message) as info:
+        IMPORTERS["conure_ttl"](str(src), str(out), kind="item_rec", block_lines=3)
+    assert str(src) in str(info.value)
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))

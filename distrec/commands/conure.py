@@ -51,6 +51,8 @@ def prepare_tasks(cfg) -> None:
     """Build the task datasets with ``method.prepare`` when T1's schema is missing."""
     import posixpath
 
+    from omegaconf import OmegaConf
+
     from distrec.data.importers import IMPORTERS
     from distrec.data.storage import filesystem
     from distrec.errors import ConfigError
@@ -66,7 +68,8 @@ def prepare_tasks(cfg) -> None:
         raise ConfigError("method.prepare needs method.data_root (where the task datasets go)")
     if prepare.importer not in IMPORTERS:
         raise ConfigError(f"method.prepare.importer: unknown {prepare.importer!r}; known: {sorted(IMPORTERS)}")
-    IMPORTERS[prepare.importer](prepare.src, method.data_root, max_len=prepare.max_len, overwrite=True)
+    options = OmegaConf.to_container(prepare.options) if prepare.get("options") else {}
+    IMPORTERS[prepare.importer](prepare.src, method.data_root, max_len=prepare.max_len, overwrite=True, **options)
 
 
 def run_tasks(cfg) -> dict:

@@ -7,7 +7,7 @@ the default the spec gives (../shared/docs/methods.md, "Conure").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 TASK_KINDS = ("next_item", "item_rec", "profile")
 STRATEGIES = ("conure", "finetune_all", "separate")
@@ -45,9 +45,10 @@ class TaskConfig:
 class PrepareConfig:
     """Build the task datasets in ``method.data_root`` before a run when T1's is missing."""
 
-    importer: str = "conure_ml100k"  # a key of distrec.data.importers.IMPORTERS
+    importer: str = "conure_recbole"  # a key of distrec.data.importers.IMPORTERS
     src: str = "?"
     max_len: int = 50
+    options: Dict[str, Any] = field(default_factory=dict)  # more importer keywords, e.g. profiles
 
 
 @dataclass

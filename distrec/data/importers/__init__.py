@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from distrec.data.importers.aliccp import import_aliccp
-from distrec.data.importers.conure_ml100k import import_conure_ml100k
+from distrec.data.importers.conure_recbole import import_conure_recbole
 from distrec.data.importers.conure_ttl import import_conure_ttl
 from distrec.data.importers.criteo import import_criteo
 from distrec.data.importers.recbole import import_recbole
@@ -20,7 +20,8 @@ IMPORTERS: dict[str, Callable[..., FeatureSchema]] = {
     "recbole": import_recbole,
     "aliccp": import_aliccp,
     "criteo": import_criteo,
-    "conure_ml100k": import_conure_ml100k,
+    "conure_recbole": import_conure_recbole,
+    "conure_ml100k": import_conure_recbole,  # its earlier name
     "conure_ttl": import_conure_ttl,
     "sessions": import_sessions,
 }
