@@ -15,12 +15,18 @@ Output (under ``out``)::
     valid/ test/part-*.parquet                            one row per held-out sequence
     schema.yaml     sequence: [{name: item_seq, num_embeddings: n + 1, max_len}], labels: []
 
-Sequences are split (seeded) by ``split`` fractions (ours: 0.8/0.1/0.1 of sequences); the model
-predicts the last item of each validation/test sequence from the items before it. Training
-sequences longer than ``max_len`` are cut into windows of ``max_len`` items that overlap by
-one item, so every item after the first is a target exactly once. The training split is
-written in ``cl_chunks`` chunks of (nearly) equal size: continual-learning stages read the first
-k chunks (``train/chunk-[0-{k-1}]``), so the data seen at 0.2 is contained in the data at 0.4.
+Sequences of 2+ items are split (seeded) by ``split`` fractions (ours: 0.8/0.1/0.1 of
+sequences); the model predicts the last item of each validation/test sequence from the items
+before it. Training sequences longer than ``max_len`` are cut into windows of ``max_len`` items
+that overlap by one item, so every item after the first is a target exactly once. The training
+sequences are written in ``cl_chunks`` chunks of (nearly) equal numbers of sequences (the
+windows of one sequence stay in one chunk): continual-learning stages read the first k chunks
+(``train/chunk-[0-{k-1}]``), so the data seen at 0.2 is contained in the data at 0.4. Within
+each output directory rows keep the order of the source.
+
+The source is read twice and never held in memory: the first pass counts the sequences (and
+builds the token vocabulary of a text file), the second writes each sequence where the seeded
+split sends it.
 """
 
 from __future__ import annotations
@@ -29,8 +35,15 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from distrec.data.importers.common import ImportOutput, Progress, WriteOptions
+from distrec.data.importers.common import (
+    ImportOutput,
+    Progress,
+    Vocab,
+    WriteOptions,
+    require_file,
+)
 from distrec.data.schema import FeatureSchema, SequenceField
 from distrec.data.storage import filesystem, list_parquet_files
 from distrec.errors import ConfigError, DataError
@@ -38,6 +51,8 @@ from distrec.errors import ConfigError, DataError
 SEQUENCE_FIELD = "item_seq"
 ROW_SCHEMA = pa.schema([(SEQUENCE_FIELD, pa.list_(pa.int64()))])
 MAX_CHUNKS = 10
+VALID, TEST = MAX_CHUNKS, MAX_CHUNKS + 1  # destinations after the training chunks 0..cl_chunks-1
+TEXT_BLOCK_BYTES = 8 << 20  # a session file is parsed a block of lines at a time
 
 
 def import_sessions(
@@ -56,24 +71,16 @@ def import_sessions(
     progress_every_s: float = 10.0,
 ) -> FeatureSchema:
     """Import sequences from ``src`` (a session text file, or Parquet with ``item_column``)."""
-    if _is_parquet(src):
-        sequences = list(_parquet_sequences(src, item_column))
-        tokens = None
-        largest = max((int(s.max()) for s in sequences if len(s)), default=0)
-        if num_items is not None and largest >= num_items:
-            raise DataError(f"{src}: column '{item_column}' has id {largest} >= num_items={num_items}")
-        vocab_size = num_items or largest + 1
-    else:
-        sequences, tokens = _text_sequences(src, pad_token, progress_every_s)
-        vocab_size = len(tokens) + 1
-    return write_sequence_splits(
-        sequences, vocab_size, out, max_len=max_len, split=split, cl_chunks=cl_chunks, seed=seed,
-        item_tokens=tokens, options=WriteOptions(row_group_size, 1 << 20, overwrite, progress_every_s),
-    )
+    _check_options(max_len, split, cl_chunks)
+    output = ImportOutput(out, WriteOptions(row_group_size, 1 << 20, overwrite, progress_every_s))
+    source = _ParquetSequences(src, item_column) if _is_parquet(src) else _SessionText(src, pad_token)
+    kept = _count_kept(source, src, progress_every_s)  # the source learns its items on the way
+    return _write_splits(output, source, kept, source.num_items(num_items), max_len=max_len, split=split,
+                         cl_chunks=cl_chunks, seed=seed, item_tokens=source.item_tokens())
 
 
 def write_sequence_splits(
-    sequences: list[np.ndarray],
+    sequences: Iterable[np.ndarray],
     num_items: int,
     out: str,
     *,
@@ -84,37 +91,18 @@ def write_sequence_splits(
     item_tokens: list[str] | None = None,
     options: WriteOptions | None = None,
 ) -> FeatureSchema:
-    """Write ``sequences`` (int64 arrays of ids in 1..num_items-1) as the layout described above."""
+    """Write ``sequences`` (int64 arrays of ids in 1..num_items-1) as the layout described above.
+
+    ``sequences`` is iterated twice, so it must be a collection (e.g. a list) or another
+    re-iterable source, not a one-shot iterator."""
+    if iter(sequences) is sequences:
+        raise ConfigError("write_sequence_splits: sequences are read twice; pass a list, not an iterator")
     _check_options(max_len, split, cl_chunks)
     options = options or WriteOptions(256, 1 << 20, False, 10.0)
-    kept = [s for s in sequences if len(s) >= 2]
-    if len(kept) < 3:
-        raise DataError(f"{out}: need at least 3 sequences of 2+ items to split, got {len(kept)}")
-    order = np.random.default_rng(seed).permutation(len(kept))
-    n_train = int(round(split[0] * len(kept)))
-    n_valid = int(round(split[1] * len(kept)))
-    parts = {"train": order[:n_train], "valid": order[n_train:n_train + n_valid],
-             "test": order[n_train + n_valid:]}
-    schema = FeatureSchema(sparse=(), sequence=(SequenceField(SEQUENCE_FIELD, max_len=max_len,
-                                                              num_embeddings=num_items),), labels=())
     output = ImportOutput(out, options)
-    with output:
-        windows = [w for i in parts["train"] for w in _windows(kept[i], max_len)]
-        bounds = np.linspace(0, len(windows), cl_chunks + 1).round().astype(int)
-        progress = Progress(f"{out}/train", options.progress_every_s)
-        for c in range(cl_chunks):
-            _write(output.parts(f"train/chunk-{c}", ROW_SCHEMA), windows[bounds[c]:bounds[c + 1]],
-                   options.row_group_size, progress)
-        progress.close()
-        for name in ("valid", "test"):
-            _write(output.parts(name, ROW_SCHEMA), [kept[i][-max_len:] for i in parts[name]],
-                   options.row_group_size, None)
-        if item_tokens is not None:
-            output.write_file("items.parquet", pa.table({
-                "item_id": pa.array(np.arange(1, len(item_tokens) + 1), pa.int64()),
-                "raw_item_id": pa.array(item_tokens, pa.string()),
-            }))
-        return output.finish(schema)
+    kept = _count_kept(sequences, out, options.progress_every_s)
+    return _write_splits(output, sequences, kept, num_items, max_len=max_len, split=split,
+                         cl_chunks=cl_chunks, seed=seed, item_tokens=item_tokens)
 
 
 def cl_chunk_glob(train_dir: str, chunks: int) -> str:
@@ -133,6 +121,78 @@ def _check_options(max_len, split, cl_chunks) -> None:
         raise ConfigError(f"sessions import: cl_chunks must be in 1..{MAX_CHUNKS}, got {cl_chunks}")
 
 
+# --- pass 1: count; split ------------------------------------------------------------------------
+
+
+def _count_kept(sequences: Iterable[np.ndarray], what: str, progress_every_s: float) -> int:
+    """Number of sequences of 2+ items (the others have no input/target pair and are dropped)."""
+    progress = Progress(f"{what} (pass 1 of 2)", progress_every_s)
+    kept = 0
+    for seq in sequences:
+        kept += len(seq) >= 2
+        progress.add(1)
+    progress.close()
+    return kept
+
+
+def _destinations(kept: int, split, cl_chunks: int, seed: int) -> np.ndarray:
+    """Where each kept sequence, in source order, goes: training chunk 0..cl_chunks-1, VALID or TEST.
+
+    A seeded permutation ranks the sequences; the first ``round(split[0] * kept)`` ranks train,
+    the next ``round(split[1] * kept)`` validate, the rest test. Training rank r goes to chunk
+    ``r * cl_chunks // n_train``: chunks differ by at most one sequence, and the first k chunks
+    are the same sequences whatever comes after them."""
+    order = np.random.default_rng(seed).permutation(kept)
+    n_train = round(split[0] * kept)
+    n_valid = round(split[1] * kept)
+    destinations = np.full(kept, TEST, dtype=np.uint8)
+    destinations[order[:n_train]] = np.arange(n_train) * cl_chunks // max(n_train, 1)
+    destinations[order[n_train:n_train + n_valid]] = VALID
+    return destinations
+
+
+# --- pass 2: write -------------------------------------------------------------------------------
+
+
+def _write_splits(output: ImportOutput, sequences: Iterable[np.ndarray], kept: int, num_items: int, *,
+                  max_len: int, split, cl_chunks: int, seed: int, item_tokens: list[str] | None) -> FeatureSchema:
+    if kept < 3:
+        raise DataError(f"{output.out}: need at least 3 sequences of 2+ items to split, got {kept}")
+    destinations = _destinations(kept, split, cl_chunks, seed)
+    schema = FeatureSchema(sparse=(), sequence=(SequenceField(SEQUENCE_FIELD, max_len=max_len,
+                                                              num_embeddings=num_items),), labels=())
+    with output:
+        progress = Progress(f"{output.out} (pass 2 of 2)", output.options.progress_every_s)
+        names = {c: f"train/chunk-{c}" for c in range(cl_chunks)} | {VALID: "valid", TEST: "test"}
+        buffers = {destination: _RowBuffer(output.parts(name, ROW_SCHEMA), output.options.row_group_size, progress)
+                   for destination, name in names.items()}
+        for seq, destination in _with_destinations(sequences, destinations, output.out):
+            buffers[destination].add([seq[-max_len:]] if destination >= VALID else _windows(seq, max_len))
+        for buffer in buffers.values():
+            buffer.flush()
+        progress.close()
+        if item_tokens is not None:
+            output.write_file("items.parquet", pa.table({
+                "item_id": pa.array(np.arange(1, len(item_tokens) + 1), pa.int64()),
+                "raw_item_id": pa.array(item_tokens, pa.string()),
+            }))
+        return output.finish(schema)
+
+
+def _with_destinations(sequences: Iterable[np.ndarray], destinations: np.ndarray,
+                       what: str) -> Iterator[tuple[np.ndarray, int]]:
+    """Each sequence of 2+ items with its destination, checking that pass 2 read what pass 1 counted."""
+    kept = 0
+    for seq in sequences:
+        if len(seq) >= 2:
+            if kept < len(destinations):
+                yield seq, int(destinations[kept])
+            kept += 1
+    if kept != len(destinations):
+        raise DataError(f"{what}: the source changed while importing: {len(destinations)} sequences of "
+                        f"2+ items on the first pass, {kept} on the second")
+
+
 def _windows(seq: np.ndarray, max_len: int) -> Iterator[np.ndarray]:
     """Windows of at most ``max_len`` items overlapping by one, oldest first; the last ends at the end."""
     ends = list(range(len(seq), 1, -(max_len - 1)))
@@ -142,16 +202,31 @@ def _windows(seq: np.ndarray, max_len: int) -> Iterator[np.ndarray]:
             yield window
 
 
-def _write(writer, rows: list[np.ndarray], chunk: int, progress: Progress | None) -> None:
-    for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
-        offsets = np.r_[0, np.cumsum([len(r) for r in part])].astype(np.int32)
-        values = np.concatenate(part) if part else np.zeros(0, np.int64)
-        writer.write(pa.table({SEQUENCE_FIELD: pa.ListArray.from_arrays(
-            pa.array(offsets), pa.array(values, pa.int64()))}, schema=ROW_SCHEMA))
-        if progress is not None:
-            progress.add(len(part))
-    writer.close()
+class _RowBuffer:
+    """Rows bound for one part writer, handed over ``size`` rows at a time."""
+
+    def __init__(self, writer, size: int, progress: Progress) -> None:
+        self.writer, self.size, self.progress = writer, size, progress
+        self.rows: list[np.ndarray] = []
+
+    def add(self, rows: Iterable[np.ndarray]) -> None:
+        for row in rows:
+            self.rows.append(row)
+            if len(self.rows) == self.size:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        offsets = np.r_[0, np.cumsum([len(r) for r in self.rows])].astype(np.int32)
+        values = pa.array(np.concatenate(self.rows), pa.int64())
+        self.writer.write(pa.table({SEQUENCE_FIELD: pa.ListArray.from_arrays(pa.array(offsets), values)},
+                                   schema=ROW_SCHEMA))
+        self.progress.add(len(self.rows))
+        self.rows = []
+
+
+# --- sources: re-iterable, each iteration streams the input from the start -----------------------
 
 
 def _is_parquet(src: str) -> bool:
@@ -159,49 +234,128 @@ def _is_parquet(src: str) -> bool:
     return fs.isdir(path) or path.endswith(".parquet")
 
 
-def _parquet_sequences(src: str, column: str) -> Iterable[np.ndarray]:
-    import pyarrow.parquet as pq
-
-    for file in list_parquet_files(src):
-        fs, path = filesystem(file)
-        with fs.open(path, "rb") as fh:
-            pf = pq.ParquetFile(fh)
-            if column not in pf.schema_arrow.names:
-                raise DataError(f"{file}: no column '{column}' (columns: {pf.schema_arrow.names})")
-            for batch in pf.iter_batches(columns=[column]):
-                col = batch.column(0)
-                if not pa.types.is_list(col.type) or not pa.types.is_integer(col.type.value_type):
-                    raise DataError(f"{file}: column '{column}' has type {col.type}, expected list<int64>")
-                offsets = col.offsets.to_numpy()
-                values = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
-                if len(values) and values[offsets[0]:offsets[-1]].min() < 1:
-                    raise DataError(f"{file}: column '{column}' has ids < 1 (0 is reserved for padding)")
-                for a, b in zip(offsets[:-1], offsets[1:]):
-                    yield values[a:b]
+def _rows(values: np.ndarray, offsets: np.ndarray) -> Iterator[np.ndarray]:
+    for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+        yield values[start:end]
 
 
-def _text_sequences(src: str, pad_token: str, progress_every_s: float) -> tuple[list[np.ndarray], list[str]]:
-    fs, path = filesystem(src)
-    if not fs.isfile(path):
-        raise DataError(f"session file not found: {src}")
-    ids: dict[str, int] = {}
-    sequences = []
-    progress = Progress(src, progress_every_s)
-    with fs.open(path, "rt", compression="infer") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            tokens = [t.strip() for t in line.split(",")]
-            if "" in tokens:
-                raise DataError(
-                    f"{src} line {line_no}: empty item token at position {tokens.index('') + 1}; "
-                    "expected comma-separated item tokens, one sequence per line"
-                )
-            seq = [ids.setdefault(t, len(ids) + 1) for t in tokens if t != pad_token]
-            sequences.append(np.asarray(seq, dtype=np.int64))
-            progress.add(1)
-    progress.close()
-    if not sequences:
-        raise DataError(f"{src}: no sequences (expected one comma-separated sequence per line)")
-    return sequences, list(ids)
+class _ParquetSequences:
+    """The list<int> column ``column`` of Parquet files, whose ids need no vocabulary; iterating
+    records the largest id."""
+
+    def __init__(self, src: str, column: str) -> None:
+        self.src, self.column = src, column
+        self.largest = 0
+
+    def num_items(self, requested: int | None) -> int:
+        """The embedding size: ``requested``, checked against the ids seen, or the largest id + 1."""
+        if requested is not None and self.largest >= requested:
+            raise DataError(f"{self.src}: column '{self.column}' has id {self.largest} >= num_items={requested}")
+        return requested or self.largest + 1
+
+    def item_tokens(self) -> None:
+        return None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import pyarrow.parquet as pq
+
+        column = self.column
+        for file in list_parquet_files(self.src):
+            fs, path = filesystem(file)
+            with fs.open(path, "rb") as fh:
+                pf = pq.ParquetFile(fh)
+                if column not in pf.schema_arrow.names:
+                    raise DataError(f"{file}: no column '{column}' (columns: {pf.schema_arrow.names})")
+                for batch in pf.iter_batches(columns=[column]):
+                    col = batch.column(0)
+                    if not pa.types.is_list(col.type) or not pa.types.is_integer(col.type.value_type):
+                        raise DataError(f"{file}: column '{column}' has type {col.type}, expected list<int64>")
+                    offsets = col.offsets.to_numpy()
+                    values = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
+                    used = values[offsets[0]:offsets[-1]]
+                    if len(used) and used.min() < 1:
+                        raise DataError(f"{file}: column '{column}' has ids < 1 (0 is reserved for padding)")
+                    self.largest = max(self.largest, int(used.max()) if len(used) else 0)
+                    yield from _rows(values, offsets)
+
+
+class _SessionText:
+    """The sequences of a session text file. Token ids are assigned on first sight, so after one
+    full pass ``vocab`` holds every token and a second pass yields the same ids."""
+
+    def __init__(self, src: str, pad_token: str) -> None:
+        require_file(src, "session file")
+        self.src, self.pad_token = src, pad_token
+        self.vocab = Vocab()
+        self._vocab_complete = False
+
+    def num_items(self, requested: int | None) -> int:
+        """The embedding size: the number of distinct tokens + 1 (``requested`` is for Parquet)."""
+        return self.vocab.num_embeddings
+
+    def item_tokens(self) -> list[str]:
+        return self.vocab.tokens()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        lines = 0
+        for first_line_no, text in self._blocks():
+            tokens, line_numbers = self._tokens(text, first_line_no)
+            ids, offsets = self._encode(tokens, line_numbers)
+            lines += len(line_numbers)
+            yield from _rows(ids, offsets)
+        if not lines:
+            raise DataError(f"{self.src}: no sequences (expected one comma-separated sequence per line)")
+        self._vocab_complete = True
+
+    def _blocks(self) -> Iterator[tuple[int, str]]:
+        """(number of its first line, text) of blocks of whole lines, without the last newline."""
+        fs, path = filesystem(self.src)
+        line_no, rest = 1, b""
+        with fs.open(path, "rb", compression="infer") as fh:
+            while chunk := fh.read(TEXT_BLOCK_BYTES):
+                block, newline, rest = (rest + chunk).rpartition(b"\n")
+                if newline:  # else no line ends in the chunk yet: read on
+                    yield line_no, self._decode(block, line_no)
+                    line_no += block.count(b"\n") + 1
+        if rest:
+            yield line_no, self._decode(rest, line_no)
+
+    def _decode(self, block: bytes, first_line_no: int) -> str:
+        try:
+            return block.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line_no = first_line_no + block.count(b"\n", 0, exc.start)
+            raise DataError(f"{self.src} line {line_no}: not UTF-8 text ({exc.reason})") from None
+
+    def _tokens(self, text: str, first_line_no: int) -> tuple[pa.ListArray, np.ndarray]:
+        """Each non-blank line's comma-separated tokens (whitespace trimmed), and its line number."""
+        lines = pc.utf8_trim_whitespace(pa.array(text.split("\n"), pa.string()))
+        filled = pc.not_equal(lines, "")
+        line_numbers = first_line_no + np.flatnonzero(filled.to_numpy(zero_copy_only=False))
+        tokens = pc.split_pattern(lines.filter(filled), ",")
+        return tokens, line_numbers
+
+    def _encode(self, tokens: pa.ListArray, line_numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of the tokens but pads, and each line's offsets into them."""
+        values = pc.utf8_trim_whitespace(tokens.flatten())
+        self._check_not_empty(values, tokens, line_numbers)
+        keep = pc.not_equal(values, self.pad_token)
+        line_of_token = pc.list_parent_indices(tokens).to_numpy()
+        lengths = np.bincount(line_of_token[keep.to_numpy(zero_copy_only=False)], minlength=len(tokens))
+        values = values.filter(keep)
+        if not self._vocab_complete:  # after one whole pass every token is known
+            self.vocab.add(values)
+        ids = self.vocab.encode(values)
+        if len(ids) and ids.min() == 0:  # a token the first pass did not see
+            raise DataError(f"{self.src}: the file changed while importing (new item tokens on the second pass)")
+        return ids, np.r_[0, np.cumsum(lengths)]
+
+    def _check_not_empty(self, values: pa.Array, tokens: pa.ListArray, line_numbers: np.ndarray) -> None:
+        empty = np.flatnonzero(pc.equal(values, "").to_numpy(zero_copy_only=False))
+        if len(empty):
+            offsets = tokens.offsets.to_numpy() - tokens.offsets[0].as_py()
+            line = int(np.searchsorted(offsets, empty[0], side="right")) - 1
+            raise DataError(
+                f"{self.src} line {line_numbers[line]}: empty item token at position {empty[0] - offsets[line] + 1}; "
+                "expected comma-separated item tokens, one sequence per line"
+            )
