@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from distrec.data.importers.aliccp import import_aliccp
+from distrec.data.importers.aliccp_raw import import_aliccp_raw
 from distrec.data.importers.conure_recbole import import_conure_recbole
 from distrec.data.importers.conure_ttl import import_conure_ttl
 from distrec.data.importers.criteo import import_criteo
@@ -19,6 +20,7 @@ from distrec.data.schema import FeatureSchema
 IMPORTERS: dict[str, Callable[..., FeatureSchema]] = {
     "recbole": import_recbole,
     "aliccp": import_aliccp,
+    "aliccp_raw": import_aliccp_raw,
     "criteo": import_criteo,
     "conure_recbole": import_conure_recbole,
     "conure_ml100k": import_conure_recbole,  # its earlier name
@@ -26,4 +28,4 @@ IMPORTERS: dict[str, Callable[..., FeatureSchema]] = {
     "sessions": import_sessions,
 }
 
-__all__ = ["IMPORTERS", "import_aliccp", "import_criteo", "import_recbole"]
+__all__ = ["IMPORTERS", "import_aliccp", "import_aliccp_raw", "import_criteo", "import_recbole"]

@@ -158,9 +158,15 @@ def _build_vocabs(headers: dict[str, list[str]], sparse, max_vocab: int, every_s
         progress = Progress(f"{path} (vocabulary pass)", every_s)
         for batch in csv_batches(path, header, types, header_lines=1):
             for c in sparse:
-                encoders[c].add(batch.column(c))
-                if not encoders[c].hash and len(encoders[c]) >= max_vocab:
-                    encoders[c] = Hasher(max_vocab)  # the vocabulary is dropped: memory stays bounded
+                learn_ids(encoders, c, batch.column(c), max_vocab)
             progress.add(batch.num_rows)
         progress.close()
     return encoders
+
+
+def learn_ids(encoders: dict, field, values, max_vocab: int) -> None:
+    """Add ``values`` to ``encoders[field]``; a vocabulary reaching ``max_vocab`` ids is replaced
+    by a Hasher of ``max_vocab`` buckets (also used by the raw Ali-CCP importer)."""
+    encoders[field].add(values)
+    if not encoders[field].hash and len(encoders[field]) >= max_vocab:
+        encoders[field] = Hasher(max_vocab)  # the vocabulary is dropped: memory stays bounded
