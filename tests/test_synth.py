@@ -140,3 +140,32 @@ def test_cli_synth_and_import_errors(tmp_path, capsys):
     assert args.func(args) == 2
     assert "error:" in capsys.readouterr().err
     assert parse_options(["--max-rows", "5", "--sep=\t", "--fast"]) == {"max_rows": 5, "sep": "\t", "fast": True}
+
+
+def test_import_options_are_checked_listed_and_parsed(tmp_path, capsys, shared_data):
+    import inspect
+
+    from distrec.cli import main
+    from distrec.data.importers import IMPORTERS
+
+    out = tmp_path / "criteo"
+    code = main(["data", "import", "criteo", str(shared_data / "criteo" / "criteo_sample.txt"), str(out),
+                 "--hash-sizee", "10"])
+    assert code == 2 and not out.exists()
+    err = capsys.readouterr().err
+    assert "error: criteo import: unknown option(s) --hash-sizee; its options: --hash-size, " in err
+    # --help lists every format with each of its options and default
+    with pytest.raises(SystemExit):
+        main(["data", "import", "--help"])
+    text = capsys.readouterr().out
+    for name, importer in IMPORTERS.items():
+        assert f"  {name}: " in text
+        for option in inspect.signature(importer).parameters:
+            if option not in ("src", "out"):
+                assert f"--{option.replace('_', '-')} " in text, (name, option)
+    assert "--profiles gender,age,occupation " in text and "--num-items null " in text
+    # comma-separated numbers become a tuple (sessions' split); other lists stay text
+    assert parse_options(["--split", "0.7,0.2,0.1", "--profiles", "gender,age", "--num-items", "null"]) == {
+        "split": (0.7, 0.2, 0.1), "profiles": "gender,age", "num_items": None}
+    assert main(["data", "import", "criteo", str(shared_data / "criteo" / "criteo_sample.txt"), str(out),
+                 "--hash-size", "1000", "--valid-fraction", "0.25"]) == 0

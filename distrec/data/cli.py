@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp = commands.add_parser(
         "import", help="convert a public dataset to Parquet + schema.yaml",
         description="distrec data import FORMAT SRC OUT [--option value ...]",
+        epilog=_formats_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     imp.add_argument("format")
     imp.add_argument("src")
@@ -56,6 +57,11 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _parse_value(text: str) -> object:
+    if "," in text:  # "0.8,0.1,0.1" -> a tuple of numbers; other lists stay text (e.g. "gender,age")
+        parts = [_parse_value(p) for p in text.split(",")]
+        if all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in parts):
+            return tuple(parts)
+        return text
     for kind in (int, float):
         try:
             return kind(text)
@@ -100,6 +106,12 @@ def _import(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    unknown = sorted(set(kwargs) - set(importer_options(IMPORTERS[args.format])))
+    if unknown:
+        known = ", ".join(f"--{k.replace('_', '-')}" for k in importer_options(IMPORTERS[args.format]))
+        print(f"error: {args.format} import: unknown option(s) "
+              f"{', '.join('--' + k.replace('_', '-') for k in unknown)}; its options: {known}", file=sys.stderr)
+        return 2
     try:
         IMPORTERS[args.format](args.src, args.out, **kwargs)
     except DistrecError as exc:
@@ -107,3 +119,38 @@ def _import(args: argparse.Namespace) -> int:
         return 2
     print(f"imported {args.format} from {args.src} to {args.out}")
     return 0
+
+
+def importer_options(importer) -> dict[str, object]:
+    """An importer's keyword options and their defaults (everything after ``src, out``)."""
+    import inspect
+
+    return {name: p.default for name, p in inspect.signature(importer).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _formats_help() -> str:
+    """Each format, the first line of its module's docstring and its options (with defaults)."""
+    import inspect
+
+    try:
+        from distrec.data.importers import IMPORTERS
+    except ImportError:
+        return ""
+    lines, seen = ["formats:"], {}
+    for name, importer in IMPORTERS.items():
+        if importer in seen.values():
+            lines.append(f"  {name}: another name for {next(k for k, v in seen.items() if v is importer)}")
+            continue
+        seen[name] = importer
+        summary = (inspect.getmodule(importer).__doc__ or "").strip().splitlines()[0]
+        options = " ".join(f"--{k.replace('_', '-')} {_shown(v)}" for k, v in importer_options(importer).items())
+        lines += [f"  {name}: {summary}", f"      {options}"]
+    return "\n".join(lines)
+
+
+def _shown(default: object) -> str:
+    """A default as it would be typed on the command line."""
+    if isinstance(default, (tuple, list)):
+        return ",".join(str(v) for v in default)
+    return "null" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
