@@ -19,8 +19,9 @@ set ``negatives_per_positive=k`` to add k rows per positive with a random item t
 interacted with (seeded; same user, history and timestamp; click 0, rating NaN).
 
 Memory: the .inter file is streamed, but its user/item/time columns are kept as int64 arrays
-(~24 bytes per interaction, plus a lexsort on (user, time)) because each user's history needs
-the whole user's timeline: fine up to hundreds of millions of interactions. Output rows are
+(24 bytes per interaction, plus a lexsort on (user, time) and the vocabularies:
+benchmarks/import_path.py measured ~125 bytes of peak memory per interaction, so 100M
+interactions need ~12 GB) because each user's history needs the whole user's timeline. Output rows are
 built one row group at a time, so the history lists never exist for the whole file at once.
 Side files (.item/.user) are read whole (one row per item/user). Without a timestamp column the
 file order is the time order.
