@@ -153,6 +153,9 @@ def test_ranking_metrics_match_hand_computed_values():
         "hr@6": 3,
         "mrr@6": 1 / 3 + 1 + 1 / 6,
         "ndcg@6": 1 / math.log2(4) + 1 + 1 / math.log2(7),
+        "mrr@1_sq": 1,
+        "mrr@3_sq": 1 / 9 + 1,
+        "mrr@6_sq": 1 / 9 + 1 + 1 / 36,
         "count": 3,
     }
     assert set(sums) == set(expected)
@@ -163,7 +166,9 @@ def test_ranking_metrics_match_hand_computed_values():
     acc.update(SCORES[:2], TARGETS[:2])
     acc.update(SCORES[2:], TARGETS[2:])
     out = acc.compute()
-    assert out == pytest.approx({"hr@3": 2 / 3, "mrr@3": 4 / 9, "ndcg@3": 0.5, "num_rows": 3})
+    reciprocal = np.array([1 / 3, 1, 0])  # ranks 2, 0, 5: outside the top 3 counts 0
+    se = reciprocal.std(ddof=0) / math.sqrt(3)
+    assert out == pytest.approx({"hr@3": 2 / 3, "mrr@3": 4 / 9, "ndcg@3": 0.5, "mrr@3_se": se, "num_rows": 3})
 
 
 def test_ranking_exclude_and_padding():
@@ -251,6 +256,9 @@ def test_two_gloo_ranks_give_full_data_metrics_not_per_rank_means(tmp_path):
     assert ranking["num_rows"] == sum(RANK_SIZES)
     for name in ("hr@5", "mrr@5", "ndcg@5", "hr@10", "mrr@10", "ndcg@10"):
         assert ranking[name] == pytest.approx(float(full[name] / full["count"]), abs=1e-12), name
+    n = float(full["count"])
+    mean, mean_sq = float(full["mrr@5"]) / n, float(full["mrr@5_sq"]) / n
+    assert ranking["mrr@5_se"] == pytest.approx(math.sqrt((mean_sq - mean**2) / n), abs=1e-12)
     ndcg_per_rank_mean = _mean_of_slices(
         lambda s: float(ranking_metrics_sums(scores[s], targets[s])["ndcg@10"]) / (s.stop - s.start)
     )

@@ -18,7 +18,7 @@ from distrec.metrics.gather import all_reduce_sum
 
 
 def _metric_names(ks: Sequence[int]) -> list[str]:
-    return [f"{m}@{k}" for k in ks for m in ("hr", "mrr", "ndcg")]
+    return [name for k in ks for name in (f"hr@{k}", f"mrr@{k}", f"ndcg@{k}", f"mrr@{k}_sq")]
 
 
 def target_ranks(
@@ -45,7 +45,8 @@ def ranking_metrics_sums(
     exclude: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Sums over the batch of hr@k, mrr@k, ndcg@k for each k, plus `count` (rows summed).
+    """Sums over the batch of hr@k, mrr@k, ndcg@k for each k, plus `mrr@k_sq` (sum of squared
+    reciprocal ranks) and `count` (rows summed).
 
     scores: [B, n_items]; targets: [B] item index; weights: [B], 0 marks padding rows to skip.
     HR@k = 1[rank<k]; MRR@k = 1/(rank+1) if rank<k; NDCG@k = 1/log2(rank+2) if rank<k (else 0).
@@ -61,7 +62,9 @@ def ranking_metrics_sums(
     for k in ks:
         hit = (rank < k).to(torch.float64)
         out[f"hr@{k}"] = hit.sum()
-        out[f"mrr@{k}"] = (hit / (rank + 1)).sum()
+        reciprocal = hit / (rank + 1)
+        out[f"mrr@{k}"] = reciprocal.sum()
+        out[f"mrr@{k}_sq"] = (reciprocal * reciprocal).sum()  # for MRR's standard error
         out[f"ndcg@{k}"] = (hit / torch.log2(rank + 2)).sum()
     out["count"] = torch.tensor(float(rank.numel()), dtype=torch.float64, device=rank.device)
     return out
@@ -69,7 +72,9 @@ def ranking_metrics_sums(
 
 class RankingMetricAccumulator:
     """Accumulates ranking-metric sums; `compute()` all-reduces them (collective: every rank must
-    call it, with accumulators built with the same `ks`) and returns means plus `num_rows`."""
+    call it, with accumulators built with the same `ks`) and returns means, `num_rows` and
+    `mrr@k_se`, the standard error of MRR@k over rows (sqrt((E[rr²] - MRR²) / n)): with a few
+    hundred test rows two models' MRRs often differ by less than that."""
 
     def __init__(self, ks: Sequence[int] = (5, 10)) -> None:
         self.ks = tuple(ks)
@@ -92,9 +97,11 @@ class RankingMetricAccumulator:
     def compute(self) -> dict[str, float]:
         totals = all_reduce_sum(self._sums)
         count = float(totals[-1])
-        out: dict[str, float] = {
-            name: float(total / count) if count else math.nan
-            for name, total in zip(self._names[:-1], totals[:-1])
-        }
+        means = {name: float(total / count) if count else math.nan
+                 for name, total in zip(self._names[:-1], totals[:-1])}
+        out = {name: value for name, value in means.items() if not name.endswith("_sq")}
+        for k in self.ks:
+            variance = max(means[f"mrr@{k}_sq"] - means[f"mrr@{k}"] ** 2, 0.0)
+            out[f"mrr@{k}_se"] = math.sqrt(variance / count) if count else math.nan
         out["num_rows"] = int(count)
         return out

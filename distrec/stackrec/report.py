@@ -28,7 +28,7 @@ def build_report(cfg, results: dict[str, dict], machine: str) -> dict:
             "steps": r["steps"], "time_to_best_s": r["time_to_best_s"],
             "time_to_best_all_stages_s": r["time_to_best_all_stages_s"],
             "best_valid_mrr@5": r["best_valid_mrr@5"], "speedup_vs_scratch": speedup,
-            "test": {m: r["test"].get(m) for m in METRICS},
+            "test": {m: r["test"].get(m) for m in (*METRICS, "mrr@5_se", "num_rows")},
         })
     return {
         "run": cfg.run.name, "scenario": cfg.method.scenario, "arch": cfg.model.arch,
@@ -40,8 +40,15 @@ def build_report(cfg, results: dict[str, dict], machine: str) -> dict:
 
 
 # A stacked model counts as comparable when its test MRR@5 is at most this share below scratch's
-# (the paper's claim is comparable accuracy, not equal; ours).
+# (the paper's claim is comparable accuracy, not equal; ours), or when the gap is within two
+# standard errors of the difference (too few test rows to tell the two apart).
 MRR_TOLERANCE = 0.05
+
+
+def _gap_se(a: dict, b: dict) -> float | None:
+    if a.get("mrr@5_se") is None or b.get("mrr@5_se") is None:
+        return None  # reports written before the standard error was recorded
+    return (a["mrr@5_se"] ** 2 + b["mrr@5_se"] ** 2) ** 0.5
 
 
 def verdict(rows: list[dict], scenario: str) -> str:
@@ -56,7 +63,10 @@ def verdict(rows: list[dict], scenario: str) -> str:
             continue
         mrr = r["test"]["mrr@5"] or 0.0
         relative = (mrr - base) / base if base else 0.0
-        faster, comparable = r["speedup_vs_scratch"] > 1, mrr >= base * (1 - MRR_TOLERANCE)
+        se = _gap_se(r["test"], scratch["test"])
+        within_noise = se is not None and abs(mrr - base) <= 2 * se
+        faster = r["speedup_vs_scratch"] > 1
+        comparable = mrr >= base * (1 - MRR_TOLERANCE) or within_noise
         if faster and comparable:
             outcome = "stacking pays here"
         elif faster:
@@ -64,8 +74,9 @@ def verdict(rows: list[dict], scenario: str) -> str:
                        "stacking does NOT pay at comparable accuracy here")
         else:
             outcome = "stacking does NOT pay here"
+        noise = "" if se is None else f", {'within' if within_noise else 'beyond'} 2 standard errors ({2 * se:.4f})"
         out.append(f"{r['variant']}: {r['speedup_vs_scratch']:.2f}x the scratch model's speed to its best "
-                   f"validation MRR@5 ({scenario} counting), test MRR@5 {mrr - base:+.4f} ({relative:+.1%}) "
+                   f"validation MRR@5 ({scenario} counting), test MRR@5 {mrr - base:+.4f} ({relative:+.1%}{noise}) "
                    f"vs scratch: {outcome}")
     return "; ".join(out)
 
@@ -89,14 +100,22 @@ def to_markdown(report: dict) -> str:
         lines.append(
             f"| {r['variant']} | {'→'.join(map(str, r['stages']))} | {'+'.join(map(str, r['steps']))} | "
             f"{r['time_to_best_s']:.1f} | {r['time_to_best_all_stages_s']:.1f} | {speed} | "
-            f"{_f(r['best_valid_mrr@5'])} | " + " | ".join(_f(t[m]) for m in METRICS) + " |"
+            f"{_f(r['best_valid_mrr@5'])} | {_f(t['mrr@5'])}{_se(t)} | "
+            + " | ".join(_f(t[m]) for m in METRICS[1:]) + " |"
         )
+    rows = report["variants"][0]["test"].get("num_rows")
+    if rows:
+        lines += ["", f"Test rows: {rows:,} (± is MRR@5's standard error over them)."]
     lines += ["", f"**Verdict:** {report['verdict']}", "", f"![MRR@5 vs wall-clock]({PLOT})", ""]
     return "\n".join(lines)
 
 
 def _f(x) -> str:
     return "-" if x is None else f"{x:.4f}"
+
+
+def _se(test: dict) -> str:
+    return "" if test.get("mrr@5_se") is None else f" ± {test['mrr@5_se']:.4f}"
 
 
 def plot_curves(report: dict, path: str) -> None:
