@@ -15,7 +15,7 @@ from distrec.errors import DistrecError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="write training data (synthetic or imported)")
-    commands = data.add_subparsers(dest="data_command", required=True)
+    commands = data.add_subparsers(dest="data_command", required=True, parser_class=_LazyEpilogParser)
 
     synth = commands.add_parser("synth", help="write synthetic click data")
     synth.add_argument("--out", required=True, help="output directory (local or s3://)")
@@ -32,13 +32,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp = commands.add_parser(
         "import", help="convert a public dataset to Parquet + schema.yaml",
         description="distrec data import FORMAT SRC OUT [--option value ...]",
-        epilog=_formats_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog_factory=_formats_help, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     imp.add_argument("format")
     imp.add_argument("src")
     imp.add_argument("out")
     imp.add_argument("options", nargs=argparse.REMAINDER, help="--key value pairs for the importer")
     imp.set_defaults(func=_import)
+
+
+class _LazyEpilogParser(argparse.ArgumentParser):
+    """Builds its epilog only when help is shown: the import formats' list loads every importer
+    (pandas, pyarrow), too slow for every ``distrec`` start."""
+
+    def __init__(self, *args, epilog_factory=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.epilog_factory = epilog_factory
+
+    def format_help(self) -> str:
+        if self.epilog_factory is not None:
+            self.epilog = self.epilog_factory()
+        return super().format_help()
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -106,9 +120,10 @@ def _import(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    unknown = sorted(set(kwargs) - set(importer_options(IMPORTERS[args.format])))
+    options = importer_options(IMPORTERS[args.format])
+    unknown = sorted(set(kwargs) - set(options))
     if unknown:
-        known = ", ".join(f"--{k.replace('_', '-')}" for k in importer_options(IMPORTERS[args.format]))
+        known = ", ".join(f"--{k.replace('_', '-')}" for k in options)
         print(f"error: {args.format} import: unknown option(s) "
               f"{', '.join('--' + k.replace('_', '-') for k in unknown)}; its options: {known}", file=sys.stderr)
         return 2
@@ -137,12 +152,12 @@ def _formats_help() -> str:
         from distrec.data.importers import IMPORTERS
     except ImportError:
         return ""
-    lines, seen = ["formats:"], {}
+    lines, first_name = ["formats:"], {}
     for name, importer in IMPORTERS.items():
-        if importer in seen.values():
-            lines.append(f"  {name}: another name for {next(k for k, v in seen.items() if v is importer)}")
+        if importer in first_name:
+            lines.append(f"  {name}: another name for {first_name[importer]}")
             continue
-        seen[name] = importer
+        first_name[importer] = name
         summary = (inspect.getmodule(importer).__doc__ or "").strip().splitlines()[0]
         options = " ".join(f"--{k.replace('_', '-')} {_shown(v)}" for k, v in importer_options(importer).items())
         lines += [f"  {name}: {summary}", f"      {options}"]

@@ -64,8 +64,8 @@ from distrec.data.importers.common import (
     Vocab,
     WriteOptions,
     glob_files,
-    require_file,
     sparse_field_for,
+    text_blocks,
 )
 from distrec.data.schema import FeatureSchema
 from distrec.data.storage import filesystem
@@ -203,21 +203,8 @@ def _refuse_shared_files(found: dict[str, list[str]]) -> None:
 def _line_blocks(path: str) -> Iterator[tuple[int, list[str]]]:
     """(number of the first line, lines without line ends) per ~BLOCK_BYTES of a text file, which
     may be compressed (inferred from its name) and remote."""
-    require_file(path)
-    fs, fs_path = filesystem(path)
-    line_no, tail = 1, b""
-    with fs.open(fs_path, "rb", compression="infer") as fh:
-        while chunk := fh.read(BLOCK_BYTES):
-            chunk = tail + chunk
-            cut = chunk.rfind(b"\n") + 1
-            tail = chunk[cut:]
-            if cut:
-                lines = chunk[:cut].decode("utf-8", errors="replace").split("\n")
-                lines.pop()  # the empty string after the last newline
-                yield line_no, lines
-                line_no += len(lines)
-    if tail:
-        yield line_no, [tail.decode("utf-8", errors="replace")]
+    for line_no, block in text_blocks(path, BLOCK_BYTES):
+        yield line_no, block.decode("utf-8", errors="replace").split("\n")
 
 
 # --- parsing -----------------------------------------------------------------------------------

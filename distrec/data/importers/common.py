@@ -48,6 +48,23 @@ def first_line(path: str) -> str:
     return line.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
+def text_blocks(path: str, block_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """(number of its first line, bytes) of consecutive blocks of whole lines of a (possibly
+    compressed, possibly remote) text file, about ``block_bytes`` each; a block's last newline is
+    left out, a block never ends inside a line."""
+    require_file(path)
+    fs, fs_path = filesystem(path)
+    line_no, rest = 1, b""
+    with fs.open(fs_path, "rb", compression="infer") as fh:
+        while chunk := fh.read(block_bytes):
+            block, newline, rest = (rest + chunk).rpartition(b"\n")
+            if newline:  # else no line ends in the chunk yet: read on
+                yield line_no, block
+                line_no += block.count(b"\n") + 1
+    if rest:
+        yield line_no, rest
+
+
 def count_lines(path: str, stop_after: int | None = None) -> int:
     """Number of lines (a last one without a newline included), read in 16 MiB chunks; may stop
     counting early once ``stop_after`` is reached (the result is then >= stop_after)."""

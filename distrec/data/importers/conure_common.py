@@ -21,6 +21,9 @@ ITEM_FIELD = "item_seq"
 LABEL_COLUMN = {"next_item": None, "item_rec": "target", "profile": "label"}
 TASK_FILE = "task.yaml"
 SPLITS = ("train", "valid", "test")
+# next_item tasks: ids dropped from the end of each user's sequence per split (train without its
+# last two, valid without its last, test all of it); a row needs 2 ids left
+NEXT_ITEM_DROP = {"train": 2, "valid": 1, "test": 0}
 
 
 def read_task_file(data: str) -> dict:

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from distrec.data.importers.atomic_files import atomic_batches, find_atomic_files, read_header
 from distrec.data.importers.common import Vocab, numbers, require_columns
-from distrec.data.importers.conure_common import split_of_users, write_task
+from distrec.data.importers.conure_common import NEXT_ITEM_DROP, split_of_users, write_task
 from distrec.data.schema import FeatureSchema
 from distrec.errors import DataError
 
@@ -55,8 +55,8 @@ def import_conure_recbole(src: str, out: str, *, max_len: int = 50, like_thresho
     if columns and files.user is None:
         raise DataError(f"{src}: the .user file is missing; the profile tasks {columns} need it "
                         "(pass profiles='' to import only T1 and T2)")
-    user_ids, items, ratings = _read_inter(files.inter)
-    order = np.lexsort((np.arange(len(user_ids)), _times(files.inter, len(user_ids)), user_ids))
+    user_ids, items, ratings, times = _read_inter(files.inter)
+    order = np.lexsort((np.arange(len(user_ids)), times, user_ids))
     user_ids, items, ratings = user_ids[order], items[order], ratings[order]
     starts = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1]])
     ends = np.r_[starts[1:], len(user_ids)]
@@ -68,9 +68,8 @@ def import_conure_recbole(src: str, out: str, *, max_len: int = 50, like_thresho
     profile_labels = _profile_labels(files, users, columns)  # checked before anything is written
 
     t1 = write_task(posixpath.join(out, "t1_next_item"), "next_item", {
-        "train": ([s[:-2] for s in seqs if len(s) >= 4], None),
-        "valid": ([s[:-1] for s in seqs if len(s) >= 3], None),
-        "test": ([s for s in seqs if len(s) >= 2], None),
+        name: ([s[:len(s) - drop] for s in seqs if len(s) - drop >= 2], None)
+        for name, drop in NEXT_ITEM_DROP.items()
     }, num_items, num_items, max_len, overwrite)
 
     t2 = {name: ([], []) for name in ("train", "valid", "test")}
@@ -115,33 +114,29 @@ def _profile_list(profiles) -> list[str]:
 
 
 def _read_inter(path: str):
+    """(user ids as text, item ids, ratings, times) per interaction in file order; ratings NaN
+    without a rating column, times 0 without a timestamp (the sort's row key keeps file order)."""
     header = read_header(path)
     names = [c for c, _ in header]
     require_columns(path, names, ["user_id", "item_id"])
-    wanted = ["user_id", "item_id"] + (["rating"] if "rating" in names else [])
-    vocab, users, items, ratings = Vocab(), [], [], []
+    optional = [c for c in ("rating", "timestamp") if c in names]
+    vocab, users, items = Vocab(), [], []
+    values: dict[str, list[np.ndarray]] = {"rating": [], "timestamp": []}
     line = 2
-    for batch in atomic_batches(path, header, wanted, {"rating": pa.float64()}):
+    for batch in atomic_batches(path, header, ["user_id", "item_id", *optional],
+                                {c: pa.float64() for c in optional}):
         vocab.add(batch.column("item_id"))
         users.append(batch.column("user_id").to_numpy(zero_copy_only=False).astype(str))
         items.append(vocab.encode(batch.column("item_id")))
-        ratings.append(numbers(batch, "rating", path, line) if "rating" in wanted
-                       else np.full(batch.num_rows, np.nan))
+        values["rating"].append(numbers(batch, "rating", path, line) if "rating" in optional
+                                else np.full(batch.num_rows, np.nan))
+        values["timestamp"].append(numbers(batch, "timestamp", path, line, dtype=np.float64)
+                                   if "timestamp" in optional else np.zeros(batch.num_rows))
         line += batch.num_rows
     if not users:
         raise DataError(f"{path}: no interactions")
-    return np.concatenate(users), np.concatenate(items), np.concatenate(ratings)
-
-
-def _times(path: str, rows: int) -> np.ndarray:
-    header = read_header(path)
-    if "timestamp" not in [c for c, _ in header]:
-        return np.zeros(rows)  # the lexsort's row-number key keeps file order
-    parts, line = [], 2
-    for batch in atomic_batches(path, header, ["timestamp"], {"timestamp": pa.float64()}):
-        parts.append(numbers(batch, "timestamp", path, line, dtype=np.float64))
-        line += batch.num_rows
-    return np.concatenate(parts)
+    return (np.concatenate(users), np.concatenate(items), np.concatenate(values["rating"]),
+            np.concatenate(values["timestamp"]))
 
 
 def _read_users(path: str, columns: list[str]) -> dict[str, dict]:

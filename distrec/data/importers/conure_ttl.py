@@ -25,15 +25,19 @@ import numpy as np
 import pyarrow as pa
 
 from distrec.data.importers.common import require_file
-from distrec.data.importers.conure_common import SPLITS, slices_array, split_of_users, write_task_blocks
+from distrec.data.importers.conure_common import (
+    NEXT_ITEM_DROP,
+    SPLITS,
+    slices_array,
+    split_of_users,
+    write_task_blocks,
+)
 from distrec.data.schema import FeatureSchema
 from distrec.data.storage import filesystem
 from distrec.errors import ConfigError, DataError
 
 KINDS = ("next_item", "item_rec", "profile")
 DEFAULT_BLOCK_LINES = 65536
-# next_item: ids dropped from the end of each sequence per split; a row needs 2 ids left
-NEXT_ITEM_DROP = {"train": 2, "valid": 1, "test": 0}
 
 
 def import_conure_ttl(src: str, out: str, *, kind: str = "next_item", source_len: int = 100,

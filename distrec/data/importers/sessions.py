@@ -43,6 +43,7 @@ from distrec.data.importers.common import (
     Vocab,
     WriteOptions,
     require_file,
+    text_blocks,
 )
 from distrec.data.schema import FeatureSchema, SequenceField
 from distrec.data.storage import filesystem, list_parquet_files
@@ -309,16 +310,8 @@ class _SessionText:
 
     def _blocks(self) -> Iterator[tuple[int, str]]:
         """(number of its first line, text) of blocks of whole lines, without the last newline."""
-        fs, path = filesystem(self.src)
-        line_no, rest = 1, b""
-        with fs.open(path, "rb", compression="infer") as fh:
-            while chunk := fh.read(TEXT_BLOCK_BYTES):
-                block, newline, rest = (rest + chunk).rpartition(b"\n")
-                if newline:  # else no line ends in the chunk yet: read on
-                    yield line_no, self._decode(block, line_no)
-                    line_no += block.count(b"\n") + 1
-        if rest:
-            yield line_no, self._decode(rest, line_no)
+        for line_no, block in text_blocks(self.src, TEXT_BLOCK_BYTES):
+            yield line_no, self._decode(block, line_no)
 
     def _decode(self, block: bytes, first_line_no: int) -> str:
         try:
