@@ -32,7 +32,7 @@ for _key, _value in LOOPBACK.items():
 # torch loads in any benchmark process; OMP_WAIT_POLICY=ACTIVE in the environment overrides it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # The worker processes fork from one server that imported these once (seconds each otherwise).
-PRELOAD = ["torch", "torchrec", "fbgemm_gpu", "distrec.recipes.ctr", "distrec.train.session"]
+PRELOAD = ["torch", "torchrec", "fbgemm_gpu", "distrec.methods.ctr.recipe", "distrec.train.session"]
 
 
 # --- command line and output ------------------------------------------------------------------

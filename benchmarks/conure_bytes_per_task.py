@@ -3,7 +3,7 @@
     python benchmarks/conure_bytes_per_task.py [--presets smoke ml-100k ttl cluster-1b] [--tiny]
 
 For every Conure preset in configs/conure (a config with ``method.tasks``; base.yaml is their
-shared base), the models are built by distrec's own code (``distrec.recipes.conure.build_model``)
+shared base), the models are built by distrec's own code (``distrec.methods.conure.recipe.build_model``)
 with the heads ``learn_task`` gives each strategy, on the ``meta`` device (shapes and dtypes only:
 the cluster preset's ~2B parameters are never allocated), and their state dicts are compared:
 
@@ -72,8 +72,8 @@ ASSUMED = {
 
 def preset_paths(names) -> tuple[dict[str, Path], dict[str, str]]:
     """{name: config path} of the presets to measure and {name: why skipped} of the others."""
-    from distrec.config.load import load_config
     from distrec.errors import DistrecError
+    from distrec.methods import load_config
 
     if names:
         return {Path(n).stem: (Path(n) if n.endswith(".yaml") else CONFIG_DIR / f"{n}.yaml") for n in names}, {}
@@ -96,7 +96,7 @@ def _is_remote(method) -> bool:
 
 
 def _resolved(cfg, source: str, data_root: str | None = None) -> dict:
-    from distrec.recipes.conure_tasks import resolve_tasks
+    from distrec.methods.conure.tasks import resolve_tasks
 
     tasks = resolve_tasks(cfg)
     item = tasks[0].schema.sequence[0]
@@ -108,7 +108,9 @@ def _resolved(cfg, source: str, data_root: str | None = None) -> dict:
 def _ttl_example(cfg, tmp: str):
     """The TTL example files imported as configs/conure/ttl.yaml's comment says (task i from
     example_task<i>.csv; later tasks with T1's item vocabulary); None if a task has no file."""
-    from distrec.data.importers import IMPORTERS
+    from distrec.methods import importers
+
+    IMPORTERS = importers()
 
     src = SHARED_DATA / "ttl-example"
     files = [src / f"example_task{i + 1}.csv" for i in range(len(cfg.method.tasks))]
@@ -136,10 +138,10 @@ def task_sizes(name: str, cfg, tmp: str, assume: dict) -> tuple[object, dict]:
         except DistrecError:
             pass
         if method.prepare is not None:
-            from distrec.data.importers import IMPORTERS
+            from distrec.methods import importers
 
             root = posixpath.join(tmp, f"{name}-prepared")
-            IMPORTERS[method.prepare.importer](method.prepare.src, root, max_len=method.prepare.max_len)
+            importers()[method.prepare.importer](method.prepare.src, root, max_len=method.prepare.max_len)
             cfg = OmegaConf.merge(cfg, {"method": {"data_root": root}})
             return cfg, _resolved(cfg, f"method.prepare: {method.prepare.importer} from {method.prepare.src} "
                                        f"(max_len {method.prepare.max_len})", "<temporary folder>")
@@ -152,9 +154,9 @@ def task_sizes(name: str, cfg, tmp: str, assume: dict) -> tuple[object, dict]:
 
 
 def _assumed(name: str, cfg, assume: dict) -> dict:
-    from distrec.data.importers.conure_common import ITEM_FIELD
     from distrec.data.schema import FeatureSchema, SequenceField
-    from distrec.models.conure_model import TaskSpec
+    from distrec.methods.conure.importers.common import ITEM_FIELD
+    from distrec.methods.conure.model import TaskSpec
 
     sizes = {**ASSUMED.get(name, {}), **assume.get(name, {})}
     sizes["num_outputs"] = {**ASSUMED.get(name, {}).get("num_outputs", {}),
@@ -183,7 +185,7 @@ def build_on_meta(cfg, schema, specs):
     """distrec's Conure model for ``specs`` with every tensor on the meta device."""
     import torch
 
-    from distrec.recipes.conure import build_model
+    from distrec.methods.conure.recipe import build_model
 
     with torch.device("meta"):
         model = build_model(cfg, schema, list(specs))
@@ -208,7 +210,7 @@ def parameter_bytes(model) -> int:
 
 
 def measure_preset(cfg, sizes: dict) -> dict:
-    from distrec.models.conure_masks import MaskedCausalConv1d
+    from distrec.methods.conure.masks import MaskedCausalConv1d
 
     specs, schema = sizes["specs"], sizes["schema"]
     # conure and finetune_all: learn_task builds the model with the heads of tasks 1..k
@@ -305,8 +307,8 @@ def main(argv=None) -> dict:
     s = settings(args, TINY, DEFAULTS)
     presets, skipped = preset_paths(s["presets"])
     assume = _parse_assume(args.assume)
-    from distrec.config.load import load_config
     from distrec.errors import DistrecError
+    from distrec.methods import load_config
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="distrec-bench-conure-") as tmp:

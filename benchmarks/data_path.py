@@ -147,9 +147,9 @@ def start_ray() -> bool:
 
 
 def quiet_ray_data() -> None:
-    import ray
-
     import logging
+
+    import ray
 
     for name in ("ray.data", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -211,7 +211,7 @@ def main(argv=None) -> dict:
     try:
         with tempfile.TemporaryDirectory(prefix="distrec-bench-data-") as tmp:
             from distrec.data.reader import plan_units
-            from distrec.data.storage import list_parquet_files
+            from distrec.storage import list_parquet_files
 
             local = f"{tmp}/local"
             t = time.perf_counter()

@@ -2,7 +2,7 @@
 
     python benchmarks/engine_overhead.py [--procs 1 2] [--batch-size 512] [--steps 40] [--rounds 5]
 
-Four loops train the same CTR model (distrec.recipes.ctr.build_model: DCN-v2 over an
+Four loops train the same CTR model (distrec.methods.ctr.recipe.build_model: DCN-v2 over an
 EmbeddingBagCollection built on meta), sharded with the same sharder and an identical plan
 (every table row-wise by default), fused row-wise Adagrad for the tables, DDP + Adam for the
 dense part, from the same initial weights, on the same in-memory batches:
@@ -77,7 +77,7 @@ def make_config(data_dir: str, run_root: str, batch_size: int, embedding_dim: in
     """A resolved CTR config (configs/ctr/base.yaml + overrides) as a plain dict for the workers."""
     from omegaconf import OmegaConf
 
-    from distrec.config.load import load_config
+    from distrec.methods import load_config
 
     cfg = load_config(str(REPO / "configs" / "ctr" / "base.yaml"), [
         f"run.output_dir={run_root}", "run.name=bench",
@@ -121,7 +121,7 @@ def local_batches(cfg, schema, rank: int, world: int, steps: int) -> list:
 
 
 def distrec_session(cfg, schema, run_dir: str):
-    from distrec.recipes.ctr import build_model
+    from distrec.methods.ctr.recipe import build_model
     from distrec.train.distributed import seed_everything, worker_info
     from distrec.train.session import TrainSession
 
@@ -141,8 +141,10 @@ def handwritten_torchrec(cfg, schema, device):
     from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-    from distrec.recipes.ctr import build_model
-    from distrec.sparse.sharding import AnyDeviceEmbeddingBagSharder  # row-wise on CPU (TorchRec: CUDA only)
+    from distrec.methods.ctr.recipe import build_model
+    from distrec.sparse.sharding import (
+        AnyDeviceEmbeddingBagSharder,  # row-wise on CPU (TorchRec: CUDA only)
+    )
 
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg, schema)

@@ -2,7 +2,7 @@
 
     python benchmarks/import_path.py [--importers criteo sessions ...] [--rows-factor 0.5] [--tiny]
 
-For every importer in ``distrec.data.importers.IMPORTERS`` (recbole, aliccp, aliccp_raw, criteo,
+For every importer in ``distrec.methods.importers()`` (recbole, aliccp, aliccp_raw, criteo,
 conure_recbole, conure_ttl, sessions) synthetic input in its public format is written to a
 temporary folder at two sizes, N and ``--scale`` x N (default 4x) rows/lines:
 

@@ -70,9 +70,13 @@ def one_field_schema(rows: int):
 
 
 def build_model_on(cfg, schema, device):
-    """distrec.recipes.ctr.build_model with the tables on ``device`` instead of meta."""
+    """distrec.methods.ctr.recipe.build_model with the tables on ``device`` instead of meta."""
     from distrec.models.ctr import CtrDenseNet, CtrModel
-    from distrec.sparse.tables import build_embedding_bags, embedding_bag_configs, table_dims
+    from distrec.sparse.tables import (
+        build_embedding_bags,
+        embedding_bag_configs,
+        table_dims,
+    )
 
     dims = table_dims(schema, cfg.model.embedding_dim, cfg.sharding.tables)
     sparse = build_embedding_bags(embedding_bag_configs(schema, dims), device=device)

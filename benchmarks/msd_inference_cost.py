@@ -19,16 +19,15 @@ import argparse
 import os
 import time
 
-from _common import add_common_args, machine_info, print_table, write_report
-
 import torch  # noqa: E402
+from _common import add_common_args, machine_info, print_table, write_report
 
 
 def _models(cfg, schema):
     from omegaconf import OmegaConf
     from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
-    from distrec.recipes.msd import build_model
+    from distrec.methods.msd.recipe import build_model
 
     def materialise(model):
         model.sparse = EmbeddingBagCollection(tables=model.sparse.embedding_bag_configs(), device="cpu")
@@ -65,14 +64,14 @@ def main() -> None:
     if args.device != "cpu":
         parser.error("this benchmark measures CPU serving only (--device cpu)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from distrec.config.load import load_config
     from distrec.data.schema import FeatureSchema
-    from distrec.msd.model import ITEM, single_ids, top_k_history
+    from distrec.methods import load_config
+    from distrec.methods.msd.model import ITEM, single_ids, top_k_history
 
     overrides = list(args.overrides)
     cfg = load_config(args.config, overrides)
     if not os.path.isfile(os.path.join(cfg.method.semantics.student or cfg.method.distill.output, "config.json")):
-        from distrec.msd.student import default_student_path
+        from distrec.methods.msd.student import default_student_path
 
         cfg = load_config(args.config, overrides + [f"method.semantics.student={default_student_path()}"])
     n_batches, batch_size, rounds = (2, 64, 1) if args.tiny else (args.batches, args.batch_size, args.rounds or 3)

@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from distrec.config.schema import SynthConfig  # noqa: E402
 from distrec.data import reader as reader_mod  # noqa: E402
 from distrec.data.reader import ParquetStreamReader, plan_units  # noqa: E402
-from distrec.data.storage import list_parquet_files  # noqa: E402
 from distrec.data.synth import write_synthetic  # noqa: E402
+from distrec.storage import list_parquet_files  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reader_speed.json"
 

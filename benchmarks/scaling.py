@@ -339,7 +339,7 @@ def markdown(report: dict) -> str:
                    f"{f['dense_cpu_us_per_sample']}) / {doc['assumed']['gpu_factor']} us)"
                    if "dense_gpu_us_per_sample" in f else "")
                 for n, f in doc["gpu_compute"].items()],
-              f"- **MEASURED** here: " + ", ".join(f"{k} = {v:.3g}" for k, v in doc["measured"].items() if v),
+              "- **MEASURED** here: " + ", ".join(f"{k} = {v:.3g}" for k, v in doc["measured"].items() if v),
               f"- not modelled: {doc['not_modelled']}", ""]
     for name, r in report["results"].items():
         lines += [f"### {name}", "", "| GPUs | compute ms | data ms | comm ms | bound by | samples/s | no overlap |",

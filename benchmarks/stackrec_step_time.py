@@ -30,7 +30,7 @@ from benchmarks._common import (  # noqa: E402
     settings,
     write_report,
 )
-from distrec.config.stackrec import ModelConfig  # noqa: E402
+from distrec.methods.stackrec.config import ModelConfig  # noqa: E402
 from distrec.models.seqrec import SequenceDenseNet  # noqa: E402
 
 NAME = "stackrec_step_time"

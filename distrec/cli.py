@@ -4,42 +4,45 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 
 from distrec.errors import DistrecError
+from distrec.methods import RECIPES
 
-# Modules adding command groups; each has register(subparsers) and must import heavy
-# libraries only inside its handlers, so `distrec --help` stays fast.
-COMMAND_MODULES = [
-    "distrec.data.cli",
-    "distrec.commands.jobs",
-    "distrec.commands.msd",
-    "distrec.commands.conure",
-    "distrec.commands.stackrec",
-    "distrec.commands.egean",
-]
+# Modules adding command groups (with every method's own, from the registry); each has
+# register(subparsers) and imports heavy libraries only inside its handlers, so
+# `distrec --help` stays fast.
+COMMAND_MODULES = ["distrec.commands.data", "distrec.commands.jobs", "distrec.commands.sweep"]
 
 
 def _config(args):
-    from distrec.config.load import load_config
+    from distrec.methods import load_config
 
     return load_config(args.config, args.overrides)
 
 
 def cmd_run(args) -> int:
-    from distrec.train.launcher import run_training
-    from distrec.train.progress import configure_logging
+    from distrec.config.load import run_dir
+    from distrec.methods import train
+    from distrec.train.progress import configure_logging, run_summary
 
     configure_logging()
-    metrics = run_training(_config(args))
-    print(json.dumps(metrics, indent=2, sort_keys=True))
+    cfg = _config(args)
+    from ray.train import TrainingFailedError
+
+    try:
+        metrics = train(cfg)
+    except TrainingFailedError as exc:
+        # The error carries every failed worker's traceback; the driver's own frames add nothing.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(run_summary(run_dir(cfg), metrics), flush=True)
     return 0
 
 
 def cmd_plan(args) -> int:
-    from distrec.data.prepare import prepare_data
-    from distrec.plan_report import build_plan_report
+    from distrec.commands.plan import build_plan_report
+    from distrec.methods import prepare_data
     from distrec.train.progress import configure_logging
 
     configure_logging()
@@ -69,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
+    for recipe in RECIPES.values():
+        recipe.register_cli(sub)
     return parser
 
 

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 def train_variants(rank: int, cfg_dict: dict, runs: list[dict]) -> list[dict]:
     """Train one config per entry of ``runs`` (dotted-key overrides) in turn; their final metrics."""
-    from distrec.recipes.egean import train_worker
+    from distrec.methods.egean.recipe import train_worker
 
     results = []
     for overrides in runs:

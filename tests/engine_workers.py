@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 
 from distrec.data.reader import ParquetStreamReader, plan_units
 from distrec.data.schema import FeatureSchema
-from distrec.data.storage import list_parquet_files
-from distrec.recipes.ctr import build_model
+from distrec.methods.ctr.recipe import build_model
+from distrec.storage import list_parquet_files
 from distrec.train.checkpoint import load_checkpoint
 from distrec.train.distributed import seed_everything, worker_info
 from distrec.train.session import TrainSession
@@ -25,8 +25,9 @@ def global_batches(cfg_dict: dict, global_batch: int) -> list:
 
 def local_slice(batch, rank: int, world: int):
     """Rows [rank*b, (rank+1)*b) of a global batch: rank r's share of the same global batch."""
-    from distrec.data.batch import RecBatch
     from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    from distrec.data.batch import RecBatch
 
     b = batch.batch_size // world
     lo, hi = rank * b, (rank + 1) * b
@@ -62,7 +63,7 @@ def train_on_global_batches(rank: int, cfg_dict: dict, run_dir: str, global_batc
     it = iter(batches)
     for _ in batches:
         outputs = session.pipeline.progress(it)
-        losses.append(session._mean_loss(outputs))
+        losses.append(session.mean_loss(outputs))
         session.state.step += 1
     final = session.checkpoint({})
     session.close()
@@ -123,7 +124,7 @@ def train_steps(rank: int, cfg_dict: dict, run_dir: str, global_batch: int, step
     losses = []
     for _ in range(steps):
         outputs = session.pipeline.progress(it)
-        losses.append(session._mean_loss(outputs))
+        losses.append(session.mean_loss(outputs))
         session.state.step += 1
         session.state.batch_in_epoch += 1
     path = session.checkpoint({})
@@ -183,3 +184,19 @@ def train_with_poisoned_batch(rank: int, cfg_dict: dict, global_batch: int, pois
         return {"error": str(exc), "steps": len(snapshots)}
     unchanged = [all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(snapshots, snapshots[1:])]
     return {"error": None, "skipped": session.pipeline.skipped_steps, "unchanged_after": unchanged}
+
+
+def loop_with_slow_evaluation(rank: int, cfg_dict: dict, sleep_s: float) -> dict:
+    """The engine's loop on the CTR recipe, each evaluation slowed by ``sleep_s`` (the fair clock
+    must not count it as training)."""
+    import time
+
+    from distrec.methods.ctr.recipe import build_model, evaluate
+    from distrec.train.loop import train_loop
+
+    def slow_evaluate(session, feed, cfg, schema):
+        time.sleep(sleep_s)
+        # "countdown" only gets worse: a known metric for early stopping to act on
+        return {**evaluate(session, feed, cfg, schema), "countdown": -session.state.step}
+
+    return train_loop(OmegaConf.create(cfg_dict), False, build_model, slow_evaluate)

@@ -6,13 +6,13 @@ from omegaconf import OmegaConf
 
 
 def distill(rank: int, cfg_dict: dict) -> dict:
-    from distrec.msd.distill import distill_worker
+    from distrec.methods.msd.distill import distill_worker
 
     return distill_worker(OmegaConf.create(cfg_dict))
 
 
 def train_ctr(rank: int, cfg_dict: dict) -> dict:
-    from distrec.recipes.msd import train_worker
+    from distrec.methods.msd.recipe import train_worker
 
     return train_worker(OmegaConf.create(cfg_dict))
 
@@ -23,9 +23,10 @@ def train_and_compare(rank: int, cfg_dict: dict) -> dict:
 
     from distrec.config.load import run_dir
     from distrec.data.schema import FeatureSchema
-    from distrec.recipes.ctr import evaluate, open_feed
-    from distrec.recipes.msd import build_model
+    from distrec.methods.ctr.recipe import evaluate
+    from distrec.methods.msd.recipe import build_model
     from distrec.train.distributed import seed_everything, worker_info
+    from distrec.train.loop import open_feed
     from distrec.train.progress import ProgressMeter
     from distrec.train.session import TrainSession
 
@@ -40,7 +41,7 @@ def train_and_compare(rank: int, cfg_dict: dict) -> dict:
     valid = open_feed(cfg, schema, worker, cfg.data.valid, train=False)
     steps = min(train.steps(0), cfg.trainer.max_steps)
     session.train_epoch(train, ProgressMeter(steps, cfg.data.batch_size * 2, 10, enabled=False))
-    metrics = evaluate(session, valid, cfg.metrics.names)
+    metrics = evaluate(session, valid, cfg, schema)
     changed = {n: not torch.equal(before[n], p.detach()) for n, p in dense.named_parameters()}
     trainable = {n: p.requires_grad for n, p in dense.named_parameters()}
     session.close()
@@ -52,9 +53,9 @@ def evaluate_untrained(rank: int, cfg_dict: dict) -> dict:
     import torch
 
     from distrec.data.schema import FeatureSchema
-    from distrec.recipes.ctr import open_feed
-    from distrec.recipes.msd import build_model, evaluate, rare_items
+    from distrec.methods.msd.recipe import build_model, evaluate, rare_items
     from distrec.train.distributed import worker_info
+    from distrec.train.loop import open_feed
     from distrec.train.session import TrainSession
 
     cfg = OmegaConf.create(cfg_dict)

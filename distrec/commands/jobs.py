@@ -52,7 +52,7 @@ def runtime_env(working_dir: str, env: list[str], pip_requirements: str | None) 
 
 
 def cmd_submit(args) -> int:
-    from distrec.config.load import load_config
+    from distrec.methods import load_config
 
     load_config(args.config, args.overrides)  # fail here, not on the cluster, on a bad config
     client = _client(args.address)

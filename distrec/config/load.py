@@ -9,33 +9,43 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import os
 import posixpath
 import re
 import typing
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from distrec.config.schema import DistrecConfig, recipe_sections
+from distrec.config.schema import DistrecConfig
 from distrec.errors import ConfigError
 
 COMMAND_LINE = "command line"
 _SECRET_KEY = re.compile(r"secret|password|token|key_id|access_key", re.IGNORECASE)
 
 Layer = tuple[str, dict]  # (source: file path or "command line (key=value)", raw mapping)
+SWEEP_KEYED_SECTIONS = ("grid", "random", "baseline")  # sweep.<section>.<dotted config key>
 
 
-def load_config(path: str, overrides: Iterable[str] = ()) -> DictConfig:
-    """Load ``path`` (with its ``defaults``), apply ``key=value`` overrides, validate, return."""
+SectionsOf = Callable[[str], dict[str, type]]  # recipe name -> its typed "model"/"method" sections
+
+
+def load_config_sections(path: str, overrides: Iterable[str], sections_of: SectionsOf) -> DictConfig:
+    """Load ``path`` (with its ``defaults``), apply ``key=value`` overrides, validate, return.
+
+    ``sections_of(run.recipe)`` types the recipe's sections; ``distrec.methods.load_config``
+    passes the method registry's."""
     layers = _file_layers(str(path), stack=())
     layers += [(f"{COMMAND_LINE} ({item})", _parse_override(item)) for item in overrides]
+    layers = [(source, _dotted_sweep_keys(raw)) for source, raw in layers]
 
-    sections = _recipe_sections(layers)
+    sections = sections_of(_recipe_name(layers))
     for source, raw in layers:
         _check_keys(raw, DistrecConfig, "", source, sections)
+        _check_sweep_keys(raw, source, sections)
 
     cfg = OmegaConf.structured(DistrecConfig)
     for name, section_cls in sections.items():
@@ -65,7 +75,7 @@ def load_config(path: str, overrides: Iterable[str] = ()) -> DictConfig:
 def save_resolved_config(cfg: DictConfig, run_dir: str) -> str:
     """Write the resolved config (secrets redacted) to ``<run_dir>/config.yaml`` atomically,
     on a local disk or any fsspec URL (``s3://``)."""
-    from distrec.data.storage import filesystem, write_text_atomic
+    from distrec.storage import filesystem, write_text_atomic
 
     fs, path = filesystem(run_dir, cfg.data.s3_endpoint_url)
     fs.makedirs(path, exist_ok=True)
@@ -78,7 +88,7 @@ def write_config_record(path: str, config: dict, payload: dict) -> None:
     """``{"config": config, **payload}`` as JSON at ``path`` (any fsspec URL), atomically."""
     import json
 
-    from distrec.data.storage import filesystem, write_text_atomic
+    from distrec.storage import filesystem, write_text_atomic
 
     fs, p = filesystem(path)
     fs.makedirs(posixpath.dirname(p), exist_ok=True)
@@ -89,7 +99,7 @@ def read_config_record(path: str, config: dict) -> dict | None:
     """The record at ``path`` if it was written for ``config`` (a rerun may reuse its work)."""
     import json
 
-    from distrec.data.storage import filesystem
+    from distrec.storage import filesystem
 
     fs, p = filesystem(path)
     if not fs.exists(p):
@@ -99,8 +109,8 @@ def read_config_record(path: str, config: dict) -> dict | None:
 
 
 def config_to_dict(cfg: DictConfig) -> dict:
-    """Plain, resolved ``dict`` of ``cfg``."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    """Plain, resolved ``dict`` of ``cfg``; choice fields (``schema.Choice`` members) as strings."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
 
 
 def redact_secrets(value: Any) -> Any:
@@ -160,13 +170,41 @@ def _parse_override(item: str) -> dict:
         raise ConfigError(f"invalid override '{item}' on the {COMMAND_LINE}: {_first_line(e)}") from None
 
 
-def _recipe_sections(layers: list[Layer]) -> dict[str, type]:
+def _dotted_sweep_keys(raw: dict) -> dict:
+    """The sweep's ``grid``/``random``/``baseline`` are keyed by dotted config keys; an override
+    ``sweep.grid.dense.lr=[..]`` (or nested YAML) parses as nested mappings: flatten those."""
+    sweep = raw.get("sweep")
+    if not isinstance(sweep, dict):
+        return raw
+    flat = {name: _flatten(section) for name, section in sweep.items()
+            if name in SWEEP_KEYED_SECTIONS and isinstance(section, dict)}
+    return {**raw, "sweep": {**sweep, **flat}}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def nest_dotted(key: str, value: Any) -> dict:
+    """``("a.b.c", v)`` -> ``{"a": {"b": {"c": v}}}``."""
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def _recipe_name(layers: list[Layer]) -> str:
     recipe = DistrecConfig().run.recipe
     for _, raw in layers:
         run = raw.get("run")
         if isinstance(run, dict) and "recipe" in run:
             recipe = run["recipe"]
-    return recipe_sections(str(recipe))
+    return str(recipe)
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -189,7 +227,8 @@ def _unwrap(tp: Any) -> tuple[Any, bool]:
 
 
 def _check_keys(raw: dict, cls: type, prefix: str, source: str, sections: dict[str, type]) -> None:
-    """Raise ConfigError for any key of ``raw`` (recursively) that ``cls`` does not declare."""
+    """Raise ConfigError for any key of ``raw`` (recursively) that ``cls`` does not declare, and
+    for any value of a choice field (``schema.Choice``) that is not one of its values."""
     types = _field_types(cls, sections)
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
@@ -212,14 +251,55 @@ def _check_keys(raw: dict, cls: type, prefix: str, source: str, sections: dict[s
                 for name, item in value.items():
                     if isinstance(item, dict):
                         _check_keys(item, item_tp, f"{dotted}.{name}.", source, sections)
+        elif typing.get_origin(tp) is list and isinstance(value, list):
+            item_tp, _ = _unwrap(typing.get_args(tp)[0])
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item_tp) and isinstance(item, dict):
+                    _check_keys(item, item_tp, f"{dotted}[{i}].", source, sections)
+                else:
+                    _check_choice(item, item_tp, f"{dotted}[{i}]", source)
+        else:
+            _check_choice(value, tp, dotted, source)
+
+
+def _check_choice(value: Any, tp: Any, dotted: str, source: str) -> None:
+    """A scalar given to a choice field must be one of its values (None, interpolations and
+    lists, e.g. a sweep's list of values, are left to OmegaConf and the final resolve)."""
+    if not (isinstance(tp, type) and issubclass(tp, enum.Enum)):
+        return
+    if value is None or isinstance(value, (list, dict)) or _is_interpolation(value):
+        return
+    if value not in [m.value for m in tp]:
+        raise _choice_error(dotted, source, value, tp)
+
+
+def _choice_error(key: str, source: str, value: Any, choices: type[enum.Enum]) -> ConfigError:
+    allowed = ", ".join(str(m.value) for m in choices)
+    return ConfigError(f"config key '{key}' in {source}: {value!r} is not one of {allowed}")
+
+
+def _check_sweep_keys(raw: dict, source: str, sections: dict[str, type]) -> None:
+    """Every key a sweep sets must be a config key: a typo fails here, before any trial starts."""
+    sweep = raw.get("sweep")
+    if not isinstance(sweep, dict):
+        return
+    for name in SWEEP_KEYED_SECTIONS:
+        section = sweep.get(name)
+        for key, value in (section.items() if isinstance(section, dict) else ()):
+            if str(key).split(".")[0] == "sweep":
+                raise ConfigError(f"sweep.{name} in {source} sets '{key}': a sweep cannot vary its own settings")
+            if name != "baseline" and not isinstance(value, list):
+                raise ConfigError(f"sweep.{name}.{key} in {source}: expected a list of values, got {value!r}")
+            _check_keys(nest_dotted(str(key), value), DistrecConfig, "", f"sweep.{name} of {source}", sections)
 
 
 def _is_interpolation(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("${")
 
 
-def _expected_type(full_key: str, sections: dict[str, type]) -> str:
-    """Declared type of a dotted key such as ``sharding.tables.t.embedding_dim`` or ``a.b[0]``."""
+def _declared_type(full_key: str, sections: dict[str, type]) -> Any:
+    """Declared type of a dotted key such as ``sharding.tables.t.embedding_dim`` or ``a.b[0]``
+    (None when the key leads below a field that is not a section, list or mapping)."""
     tp: Any = DistrecConfig
     for part in re.findall(r"[^.\[\]]+|\[\d+\]", full_key):
         base, _ = _unwrap(tp)
@@ -230,13 +310,23 @@ def _expected_type(full_key: str, sections: dict[str, type]) -> str:
         elif typing.get_origin(base) is dict:
             tp = typing.get_args(base)[1]
         else:
-            return "?"
+            return None
+    return tp
+
+
+def _type_name(tp: Any) -> str:
+    if tp is None:
+        return "?"
     return getattr(tp, "__name__", None) if isinstance(tp, type) else str(tp).replace("typing.", "")
 
 
 def _type_error(e: OmegaConfBaseException, source: str, sections: dict[str, type]) -> ConfigError:
     key = getattr(e, "full_key", None) or "?"
-    expected = _expected_type(key, sections) if key != "?" else "?"
+    declared = _declared_type(key, sections) if key != "?" else None
+    choices, _ = _unwrap(declared)
+    if isinstance(choices, type) and issubclass(choices, enum.Enum):
+        return _choice_error(key, source, getattr(e, "value", None), choices)
+    expected = _type_name(declared)
     return ConfigError(
         f"invalid value for config key '{key}' in {source}: expected {expected}, "
         f"got {getattr(e, 'value', None)!r} ({_first_line(e)})"

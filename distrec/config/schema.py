@@ -1,16 +1,32 @@
 """Typed config sections. A YAML config is merged onto these; any key not declared here is an error.
 
-The ``model`` and ``method`` sections are typed per recipe (``run.recipe``): see
-``recipe_sections``.
+The ``model`` and ``method`` sections are typed per recipe (``run.recipe``): each method declares
+them in ``distrec/methods/<name>/config.py`` (see ``distrec.methods.Recipe``).
 """
 
 from __future__ import annotations
 
-import importlib
+import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
+
+
+class Choice(str, enum.Enum):
+    """Base of every closed set of config values; OmegaConf rejects any other value at load.
+
+    Member names equal the values, so a YAML file says ``arch: dcn`` and ``cfg.model.arch == "dcn"``
+    holds (OmegaConf returns the member, which is a ``str``). ``str()`` and f-strings give the bare
+    value (a plain ``(str, Enum)`` gives ``CtrArch.dcn``), so paths, logs and overrides built from
+    a member read the same as from the string; ``config_to_dict`` turns members into strings."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(m.value for m in cls)
 
 
 @dataclass
@@ -44,7 +60,8 @@ class SynthConfig:
 class DataConfig:
     schema: str = MISSING  # feature schema YAML (local or s3://)
     train: str = MISSING  # Parquet file, directory or glob (local or s3://)
-    valid: Optional[str] = None
+    valid: Optional[str] = None  # early stopping / best-checkpoint selection
+    test: Optional[str] = None  # scored once with the best (else the last) weights after training
     batch_size: int = 512  # per worker
     eval_batch_size: int = 2048  # per worker
     loader_workers: int = 0  # DataLoader processes per worker (0: read in the training process)
@@ -53,45 +70,105 @@ class DataConfig:
     synth: Optional[SynthConfig] = None
 
 
+class EmbeddingShardingType(Choice):
+    """TorchRec's sharding types our sharders offer on every device (not grid_shard)."""
+
+    table_wise = "table_wise"
+    row_wise = "row_wise"
+    column_wise = "column_wise"
+    table_row_wise = "table_row_wise"
+    table_column_wise = "table_column_wise"
+    data_parallel = "data_parallel"
+
+
+class ComputeKernel(Choice):
+    """TorchRec's EmbeddingComputeKernel values (tests/engine/test_config.py keeps them in step)."""
+
+    dense = "dense"
+    fused = "fused"
+    fused_uvm = "fused_uvm"
+    fused_uvm_caching = "fused_uvm_caching"
+    quant = "quant"
+    quant_uvm = "quant_uvm"
+    quant_uvm_caching = "quant_uvm_caching"
+    key_value = "key_value"
+    customized_kernel = "customized_kernel"
+    ssd_virtual_table = "ssd_virtual_table"
+    dram_virtual_table = "dram_virtual_table"
+    dram_ssd_virtual_table = "dram_ssd_virtual_table"
+    fused_triton = "fused_triton"
+
+
 @dataclass
 class TableShardingConfig:
-    # any of: table_wise, row_wise, column_wise, table_row_wise, table_column_wise, data_parallel
-    sharding_types: List[str] = field(default_factory=list)
-    compute_kernel: Optional[str] = None  # fused, dense, ... (TorchRec EmbeddingComputeKernel)
+    sharding_types: List[EmbeddingShardingType] = field(default_factory=list)  # empty: sharding.default_types
+    compute_kernel: Optional[ComputeKernel] = None  # None: the planner chooses
     embedding_dim: Optional[int] = None  # overrides model.embedding_dim for this table
     min_partition: Optional[int] = None  # smallest column-shard width the planner may choose (column_wise)
 
 
 @dataclass
 class ShardingConfig:
-    default_types: List[str] = field(default_factory=list)  # empty: the planner chooses
+    default_types: List[EmbeddingShardingType] = field(default_factory=list)  # empty: the planner chooses
     tables: Dict[str, TableShardingConfig] = field(default_factory=dict)
     hbm_gb: Optional[float] = None  # per-device memory the planner may use (None: device's)
     ddr_gb: Optional[float] = None
 
 
+class FusedOptimizer(Choice):
+    exact_rowwise_adagrad = "exact_rowwise_adagrad"
+    exact_adagrad = "exact_adagrad"
+    exact_sgd = "exact_sgd"
+    adam = "adam"  # GPU only: fbgemm refuses Adam in CPU mode
+
+
 @dataclass
 class EmbeddingOptimizerConfig:
-    type: str = "exact_rowwise_adagrad"  # exact_rowwise_adagrad | exact_adagrad | exact_sgd | adam (GPU)
+    type: FusedOptimizer = FusedOptimizer.exact_rowwise_adagrad
     lr: float = 0.05
     eps: float = 1e-8
     weight_decay: float = 0.0
 
 
+class DenseBackend(Choice):
+    ddp = "ddp"
+    deepspeed = "deepspeed"
+
+
+class DenseOptimizer(Choice):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+    adagrad = "adagrad"
+
+
+class Precision(Choice):
+    fp32 = "fp32"
+    bf16 = "bf16"  # DeepSpeed only
+
+
 @dataclass
 class DenseConfig:
-    backend: str = "ddp"  # ddp | deepspeed
-    optimizer: str = "adam"  # adam | adamw | sgd | adagrad
+    backend: DenseBackend = DenseBackend.ddp
+    optimizer: DenseOptimizer = DenseOptimizer.adam
     lr: float = 1e-3
     weight_decay: float = 0.0
     zero_stage: int = 1  # DeepSpeed ZeRO stage 0-3
-    precision: str = "fp32"  # fp32 | bf16 (DeepSpeed)
+    precision: Precision = Precision.fp32
     grad_clip: float = 0.0  # 0: off
+
+
+class CtrArch(Choice):
+    dcn = "dcn"  # DCN-v2
+    deepfm = "deepfm"
+    dlrm = "dlrm"
 
 
 @dataclass
 class CtrModelConfig:
-    arch: str = "dcn"  # dcn (DCN-v2) | deepfm | dlrm
+    """The CTR tower (distrec/models/ctr.py): the ctr recipe's model, reused by MSD."""
+
+    arch: CtrArch = CtrArch.dcn
     embedding_dim: int = 16
     dense_arch: List[int] = field(default_factory=lambda: [64, 16])  # bottom MLP for dense fields
     over_arch: List[int] = field(default_factory=lambda: [128, 64])  # top MLP
@@ -100,28 +177,68 @@ class CtrModelConfig:
     dropout: float = 0.0
 
 
+class EarlyStoppingMode(Choice):
+    max = "max"  # a larger metric is better (auc)
+    min = "min"  # a smaller metric is better (logloss)
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Best-checkpoint selection on a validation metric, and stopping when it stops improving."""
+
+    metric: Optional[str] = None  # e.g. auc, logloss, mrr@5; None: keep the last weights, never stop early
+    mode: EarlyStoppingMode = EarlyStoppingMode.max
+    patience: int = 0  # evaluations without a better metric before training stops; 0: never stop
+
+
+class PlacementStrategy(Choice):
+    """Ray placement group strategies (STRICT_SPREAD: one worker per node)."""
+
+    PACK = "PACK"
+    SPREAD = "SPREAD"
+    STRICT_PACK = "STRICT_PACK"
+    STRICT_SPREAD = "STRICT_SPREAD"
+
+
+class NanPolicy(Choice):
+    error = "error"
+    skip = "skip"  # skip the update of a step whose loss is NaN/inf
+
+
 @dataclass
 class TrainerConfig:
     num_workers: int = 2
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
     address: Optional[str] = None  # Ray address; None: RAY_ADDRESS, else an embedded local Ray on 127.0.0.1
-    placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD (one worker per node)
+    placement_strategy: PlacementStrategy = PlacementStrategy.PACK
     epochs: int = 1
     max_steps: int = -1  # stop after this many steps in total (-1: run all epochs)
     log_every: int = 20
-    eval_every: int = 0  # steps; 0: evaluate at the end of each epoch
-    checkpoint_every: int = 0  # steps; 0: checkpoint at the end of each epoch
+    eval_every: int = 0  # steps between validation evaluations; 0: none between epoch ends
+    eval_at_epoch_end: bool = True  # also evaluate when an epoch ends
+    checkpoint_every: int = 0  # steps; 0: checkpoint with every evaluation (at epoch ends without data.valid)
+    early_stopping: EarlyStoppingConfig = field(default_factory=lambda: EarlyStoppingConfig())
     keep_checkpoints: int = 2
     max_failures: int = 0  # Ray Train FailureConfig: worker-group restarts before giving up
-    nan_policy: str = "error"  # error | skip (skip the update of a step whose loss is NaN/inf)
+    nan_policy: NanPolicy = NanPolicy.error
     fail_at_step: int = -1  # fault drill: the last rank dies once at this step (-1: never)
     timeout_s: int = 3600  # a run that takes longer is stopped
 
 
+class MetricName(Choice):
+    auc = "auc"
+    gauc = "gauc"
+    logloss = "logloss"
+    # ranking recipes (stackrec, conure) report these at every k of metrics.ks whatever names says
+    hr = "hr"
+    mrr = "mrr"
+    ndcg = "ndcg"
+
+
 @dataclass
 class MetricsConfig:
-    names: List[str] = field(default_factory=lambda: ["auc", "gauc", "logloss"])
+    names: List[MetricName] = field(default_factory=lambda: [MetricName.auc, MetricName.gauc, MetricName.logloss])
     ks: List[int] = field(default_factory=lambda: [5, 10])  # for hr/mrr/ndcg
     tensorboard: bool = True
     mlflow_tracking_uri: Optional[str] = None  # e.g. http://mlflow:5000 or file:///path/mlruns; None: off
@@ -129,46 +246,43 @@ class MetricsConfig:
 
 
 @dataclass
+class SweepConfig:
+    """``distrec sweep``: trials = (grid points x random points) x seeds; ``distrec run`` ignores it.
+
+    Keys of ``grid``/``random``/``baseline`` are dotted config keys (``dense.lr``); on the command
+    line ``sweep.grid.dense.lr=[0.001,0.01]``."""
+
+    name: str = "sweep"  # the sweep's folder: <run.output_dir>/<name>
+    grid: Dict[str, List[Any]] = field(default_factory=dict)  # key -> values; the cartesian product
+    random: Dict[str, List[Any]] = field(default_factory=dict)  # key -> values; one drawn per point
+    num_samples: int = 1  # random points (distinct), each crossed with every grid point
+    random_seed: int = 0  # seeds the draw of the random points
+    seeds: List[int] = field(default_factory=list)  # each point runs once per seed (run.seed); []: run.seed
+    metric: str = "auc"  # plotted, compared with the baseline, and ASHA's objective
+    mode: EarlyStoppingMode = EarlyStoppingMode.max
+    baseline: Dict[str, Any] = field(default_factory=dict)  # key -> value of the reference point; {}: the first
+    max_concurrent: int = 2  # trials at a time
+    max_failures: int = 0  # Tune retries of a failed trial (each Ray Train run has trainer.max_failures)
+    asha: bool = False  # ASHA early stopping over the metric of each evaluation (needs trainer.max_steps)
+    asha_grace_steps: int = 1  # no trial is stopped before this step
+    asha_reduction_factor: float = 2.0
+    poll_s: float = 2.0  # how often a trial reads its metrics.jsonl to report evaluations to Tune
+
+
+@dataclass
 class DistrecConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    model: Any = None  # typed by the recipe: recipe_sections(run.recipe)["model"]
+    model: Any = None  # typed by the recipe (distrec/methods/<recipe>/config.py)
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     embedding_optimizer: EmbeddingOptimizerConfig = field(default_factory=EmbeddingOptimizerConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    method: Any = None  # method-specific settings, typed by recipe_sections(run.recipe)["method"]
+    method: Any = None  # method-specific settings, typed by the recipe
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 @dataclass
 class NoMethodConfig:
     """For recipes without method-specific settings: any key under ``method`` is an error."""
-
-
-RECIPE_SECTIONS: Dict[str, Dict[str, type]] = {
-    "ctr": {"model": CtrModelConfig, "method": NoMethodConfig},
-}
-KNOWN_RECIPES = ("ctr", "egean", "msd", "stackrec", "conure")
-
-
-def recipe_sections(recipe: str) -> Dict[str, type]:
-    """The typed ``model`` and ``method`` sections of ``recipe``.
-
-    Recipes other than ``ctr`` declare them as ``ModelConfig`` (and optionally ``MethodConfig``)
-    dataclasses in ``distrec/config/<recipe>.py``.
-    """
-    if recipe in RECIPE_SECTIONS:
-        return RECIPE_SECTIONS[recipe]
-    module_name = f"distrec.config.{recipe}"
-    try:
-        module = importlib.import_module(module_name) if recipe.isidentifier() else None
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        module = None
-    if module is None or not hasattr(module, "ModelConfig"):
-        from distrec.errors import ConfigError
-
-        raise ConfigError(f"unknown recipe run.recipe={recipe!r}; known recipes: {', '.join(KNOWN_RECIPES)}")
-    return {"model": module.ModelConfig, "method": getattr(module, "MethodConfig", NoMethodConfig)}

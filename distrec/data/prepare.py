@@ -6,8 +6,8 @@ import logging
 
 from omegaconf import OmegaConf
 
-from distrec.data.storage import filesystem
 from distrec.data.synth import write_synthetic
+from distrec.storage import filesystem
 
 log = logging.getLogger("distrec")
 
@@ -17,16 +17,10 @@ def _exists(path: str, s3_endpoint_url: str | None) -> bool:
     return fs.exists(p)
 
 
-def prepare_data(cfg) -> None:
+def write_synthetic_splits(cfg) -> None:
     """With ``data.synth`` set, write the train (and valid) splits if they are absent.
 
-    The schema is written next to the training files; ``data.schema`` must point at it.
-    A recipe module may add its own data through a ``prepare_data(cfg)`` function."""
-    from distrec.recipes import recipe_module
-
-    recipe_hook = getattr(recipe_module(cfg.run.recipe), "prepare_data", None)
-    if recipe_hook is not None:
-        recipe_hook(cfg)
+    The schema is written next to the training files; ``data.schema`` must point at it."""
     synth = cfg.data.synth
     if synth is None:
         return

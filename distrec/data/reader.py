@@ -27,10 +27,16 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.batch import RecBatch
-from distrec.data.convert import DecodedRows, arrow_schema, assemble, check_file_schema, decode_rows
+from distrec.data.convert import (
+    DecodedRows,
+    arrow_schema,
+    assemble,
+    check_file_schema,
+    decode_rows,
+)
 from distrec.data.schema import FeatureSchema
-from distrec.data.storage import arrow_filesystem, is_s3, list_parquet_files, storage_error
 from distrec.errors import DataError
+from distrec.storage import arrow_filesystem, is_s3, list_parquet_files, storage_error
 
 _DECODE_BATCHES, _DECODE_ROWS = 4, 65536  # decode up to 4 batches (at most 64k rows) at a time
 _READAHEAD_BATCHES, _READAHEAD_ROW_GROUPS = 2, 1  # scanner readahead: bounds memory

@@ -22,8 +22,13 @@ from tqdm import tqdm
 
 from distrec.config.schema import SynthConfig
 from distrec.data.schema import FeatureSchema, SparseField
-from distrec.data.storage import atomic_parquet_writer, filesystem, full_url, write_text_atomic
 from distrec.errors import ConfigError
+from distrec.storage import (
+    atomic_parquet_writer,
+    filesystem,
+    full_url,
+    write_text_atomic,
+)
 
 _WORLD_SEED = 20240611  # fixes hidden weights and id scrambles, independent of cfg.seed
 _ID_WEIGHT_SCALE = 1.0

@@ -16,8 +16,11 @@ from torchrec.modules.mlp import MLP
 
 from distrec.data.batch import RecBatch
 from distrec.errors import ConfigError
-
-ARCHS = ("dcn", "deepfm", "dlrm")
+from distrec.sparse.tables import (
+    build_embedding_bags,
+    embedding_bag_configs,
+    table_dims,
+)
 
 
 def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -31,9 +34,7 @@ class CtrDenseNet(nn.Module):
 
     def __init__(self, arch: str, num_dense: int, feature_dims: list[int], cfg) -> None:
         super().__init__()
-        if arch not in ARCHS:
-            raise ConfigError(f"model.arch: unknown '{arch}'; expected one of {list(ARCHS)}")
-        self.arch = arch
+        self.arch = str(arch)  # dcn | deepfm | dlrm, checked when the config loads
         self.num_sparse = len(feature_dims)
         if arch in ("deepfm", "dlrm") and len(set(feature_dims)) > 1:
             raise ConfigError(
@@ -107,3 +108,13 @@ def click_loss_and_outputs(logits: torch.Tensor, batch: RecBatch):
         "groups": batch.group_ids,
     }
     return loss, outputs
+
+
+def build_ctr_model(cfg, schema) -> CtrModel:
+    """The CTR model with its tables on the meta device (materialised only when sharded)."""
+    dims = table_dims(schema, cfg.model.embedding_dim, cfg.sharding.tables)
+    sparse = build_embedding_bags(embedding_bag_configs(schema, dims))
+    table_of = {name: spec.name for spec in schema.tables() for name in spec.feature_names}
+    feature_dims = [dims[table_of[name]] for name in schema.sparse_names]
+    dense = CtrDenseNet(cfg.model.arch, len(schema.dense), feature_dims, cfg.model)
+    return CtrModel(sparse, dense, schema.sparse_names)

@@ -17,12 +17,9 @@ import torch
 from torch import nn
 
 from distrec.data.batch import RecBatch
-from distrec.errors import ConfigError
 from distrec.models.nextitnet import NextItNetBody
 from distrec.models.sampled_softmax import PADDING_ID, SampledSoftmaxHead
 from distrec.models.sasrec import SASRecBody
-
-ARCHS = ("nextitnet", "sasrec")
 
 
 def left_padded(values: torch.Tensor, lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -42,10 +39,8 @@ def left_padded(values: torch.Tensor, lengths: torch.Tensor, width: int) -> torc
 class SequenceDenseNet(nn.Module):
     def __init__(self, cfg, num_items: int, max_len: int) -> None:
         super().__init__()
-        if cfg.arch not in ARCHS:
-            raise ConfigError(f"model.arch: unknown '{cfg.arch}'; expected one of {list(ARCHS)}")
         dim = cfg.embedding_dim
-        self.arch = cfg.arch
+        self.arch = str(cfg.arch)  # nextitnet | sasrec, checked when the config loads
         if cfg.arch == "nextitnet":
             self.body = NextItNetBody(cfg.blocks, dim, cfg.kernel_size, list(cfg.dilations))
             self.position = None

@@ -21,14 +21,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter  # noqa: F401
 from distrec.errors import ConfigError
 from distrec.sparse.optimizer import fused_params
 
-SHARDING_TYPES = {
-    "table_wise": ShardingType.TABLE_WISE.value,
-    "row_wise": ShardingType.ROW_WISE.value,
-    "column_wise": ShardingType.COLUMN_WISE.value,
-    "table_row_wise": ShardingType.TABLE_ROW_WISE.value,
-    "table_column_wise": ShardingType.TABLE_COLUMN_WISE.value,
-    "data_parallel": ShardingType.DATA_PARALLEL.value,
-}
+# config values (schema.EmbeddingShardingType) are TorchRec's ShardingType values
 _ALL_DEVICE_TYPES = [
     ShardingType.DATA_PARALLEL.value,
     ShardingType.TABLE_WISE.value,
@@ -75,19 +68,11 @@ def parameter_constraints(sharding_cfg, table_names: list[str]) -> dict[str, Par
         if not types and not kernel and not min_partition:
             continue
         constraints[name] = ParameterConstraints(
-            sharding_types=[_sharding_type(t, f"sharding.tables.{name}") for t in types] or None,
-            compute_kernels=[kernel] if kernel else None,
+            sharding_types=[str(t) for t in types] or None,
+            compute_kernels=[str(kernel)] if kernel else None,
             min_partition=min_partition,
         )
     return constraints
-
-
-def _sharding_type(name: str, where: str) -> str:
-    if name not in SHARDING_TYPES:
-        raise ConfigError(
-            f"{where}: unknown sharding type '{name}'; expected one of {sorted(SHARDING_TYPES)}"
-        )
-    return SHARDING_TYPES[name]
 
 
 @dataclass

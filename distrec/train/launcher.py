@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import posixpath
+import socket
 
 import fsspec
 
@@ -24,15 +25,14 @@ def ray_worker_entry(loop_config: dict) -> None:
     """What every Ray Train worker runs (module level so Ray can pickle it by reference)."""
     from omegaconf import OmegaConf
 
-    from distrec.recipes import recipe_module
+    from distrec.train.progress import configure_logging
 
+    # Before the recipe's imports: fbgemm logs every library it loads on the root logger at INFO,
+    # the level Ray Train gives its workers' root logger.
+    configure_logging()
     cfg = OmegaConf.create(loop_config["config"])
-    entry = loop_config.get("entry")  # "module:function" run instead of the recipe's train_worker
-    if entry:
-        module, _, function = entry.partition(":")
-        getattr(importlib.import_module(module), function)(cfg, in_ray=True)
-        return
-    recipe_module(cfg.run.recipe).train_worker(cfg, in_ray=True)
+    module, _, function = loop_config["entry"].partition(":")
+    getattr(importlib.import_module(module), function)(cfg, in_ray=True)
 
 
 def ensure_ray(address: str | None, num_cpus_needed: float, gpu: bool) -> None:
@@ -46,12 +46,20 @@ def ensure_ray(address: str | None, num_cpus_needed: float, gpu: bool) -> None:
         ray.init(address=address, log_to_driver=True)
         return
     use_loopback_defaults(gpu)
+    # Ray turns token auth on for a new local cluster and says so at WARNING on every start.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    dashboard_port = _free_port()
     ray.init(
         num_cpus=max(os.cpu_count() or 1, int(num_cpus_needed + 1.999)),
-        include_dashboard=False,
+        # Ray Train's placement-group cleaner polls the State API, which the dashboard serves;
+        # without it the cleaner logs a warning every second of the run.
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=dashboard_port,
         _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": worker_env()},
-        log_to_driver=True,
+        runtime_env={"env_vars": {**worker_env(), **embedded_cluster_env(dashboard_port)}},
+        log_to_driver=True,  # the chief worker's progress lines reach the terminal this way
+        logging_level=logging.WARNING,  # not "Started a local Ray instance"
     )
 
 
@@ -62,17 +70,32 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def run_training(cfg, entry: str | None = None) -> dict:
-    """Run ``cfg`` on ``trainer.num_workers`` Ray Train workers; returns the final metrics.
+def embedded_cluster_env(dashboard_port: int) -> dict[str, str]:
+    """Ray settings for the processes of a cluster started for one run on one machine."""
+    return {
+        # Ray's State API clients (the placement-group cleaner) look for "the" local cluster and
+        # fail when another one runs on the machine (a test suite's, a second run's): name ours.
+        "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}",
+        # One machine is never drained or preempted; the watcher's actor only adds a log line.
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    }
 
-    ``entry`` ("module:function", called as ``function(cfg, in_ray=True)`` in every worker)
-    replaces the recipe's ``train_worker``, e.g. for a recipe's other distributed jobs."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_training(cfg, entry: str) -> dict:
+    """Run ``entry`` ("module:function", called as ``function(cfg, in_ray=True)``) on
+    ``trainer.num_workers`` Ray Train workers; returns the final metrics. The data must exist
+    (``distrec.methods.train`` prepares it first)."""
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from distrec.data.prepare import check_inputs, prepare_data
+    from distrec.data.prepare import check_inputs
 
-    prepare_data(cfg)
     check_inputs(cfg)
     out = run_dir(cfg)
     save_resolved_config(cfg, out)
@@ -80,6 +103,9 @@ def run_training(cfg, entry: str | None = None) -> dict:
     # Ray Train (read here, in the driver) would move each worker into a scratch directory;
     # config paths are relative to where `distrec run` starts, or to a job's working directory.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    address = trainer_cfg.address or os.environ.get("RAY_ADDRESS")
+    log.info("starting %d training workers on %s; run directory %s", trainer_cfg.num_workers,
+             f"the Ray cluster at {address}" if address else "a local Ray (127.0.0.1)", out)
     ensure_ray(trainer_cfg.address, trainer_cfg.num_workers * trainer_cfg.cpus_per_worker, trainer_cfg.use_gpu)
     trainer = TorchTrainer(
         train_loop_per_worker=ray_worker_entry,
@@ -88,7 +114,7 @@ def run_training(cfg, entry: str | None = None) -> dict:
             num_workers=trainer_cfg.num_workers,
             use_gpu=trainer_cfg.use_gpu,
             resources_per_worker={"CPU": trainer_cfg.cpus_per_worker},
-            placement_strategy=trainer_cfg.placement_strategy,
+            placement_strategy=str(trainer_cfg.placement_strategy),
         ),
         # on GPUs NCCL carries CUDA tensors and gloo the CPU ones (metric gathers, counters)
         torch_config=TorchConfig(backend="cpu:gloo,cuda:nccl" if trainer_cfg.use_gpu else "gloo",
@@ -97,6 +123,9 @@ def run_training(cfg, entry: str | None = None) -> dict:
             name=cfg.run.name,
             storage_path=_absolute(cfg.run.output_dir),
             failure_config=FailureConfig(max_failures=trainer_cfg.max_failures),
+            # Ray Train's own INFO lines (resource requests, worker group start, process group
+            # set-up) stay in its log files; its warnings and workers' errors still print.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     trainer.fit()
@@ -111,7 +140,13 @@ def _absolute(path: str) -> str:
 
 
 def final_metrics(out: str) -> dict:
-    """The last record of ``metrics.jsonl`` (Ray's Result.metrics can be empty, so we keep our own)."""
+    """The run's result: ``summary.json``'s final metrics when the loop wrote one, else the last
+    record of ``metrics.jsonl`` (Ray's Result.metrics can be empty, so we keep our own)."""
+    summary = posixpath.join(out, "summary.json")
+    fs, path = fsspec.core.url_to_fs(summary)
+    if fs.exists(path):
+        with fs.open(path, "r") as fh:
+            return json.load(fh)["final"]
     path = posixpath.join(out, "metrics.jsonl")
     with fsspec.open(path, "r") as fh:
         lines = [line for line in fh.read().splitlines() if line.strip()]

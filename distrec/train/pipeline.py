@@ -24,8 +24,6 @@ class DistrecTrainPipeline(TrainPipelineSparseDist):
     """
 
     def __init__(self, model, optimizer, device: torch.device, engine=None, nan_policy: str = "error"):
-        if nan_policy not in ("error", "skip"):
-            raise DistrecError(f"trainer.nan_policy: expected 'error' or 'skip', got '{nan_policy}'")
         super().__init__(model, optimizer, device, execute_all_batches=True)
         self._engine = engine
         self._nan_policy = nan_policy

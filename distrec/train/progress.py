@@ -36,8 +36,43 @@ def configure_logging() -> None:
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("torchrec.distributed.planner").setLevel(logging.ERROR)  # "use TopologyFactory"
+    # torchrec's tracing checks call torch.fx's is_fx_tracing, which warns that it is deprecated
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"torchrec\..*")
     warnings.filterwarnings("ignore", message=r".*(TopologyFactory|is_fx_tracing|dense tensor size).*")
+    # torchrec's collectives call torch.distributed functions deprecated in torch 2.13
+    # (reduce_scatter_tensor, all_gather_into_tensor); nothing a user of distrec can change
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.distributed\.\w+` is deprecated")
+    # torchrec's sharded tables are ShardedTensors, which torch's checkpoint planner calls deprecated
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r"Please use DTensor instead")
+
+
+# Bookkeeping in a run's final record, left out of the summary's headline metrics.
+_NOT_HEADLINE = {"step", "epoch_rows", "num_rows", "samples_per_s"}
+_HEADLINE_FIRST = ("auc", "gauc", "logloss")
+
+
+def run_summary(run_dir: str, metrics: dict, max_metrics: int = 6) -> str:
+    """The block ``distrec run`` ends with: headline metrics (4 significant digits), where the run
+    wrote its files, and how to look at them."""
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and k not in _NOT_HEADLINE and not k.endswith("_s")}
+    first = {name: i for i, name in enumerate(_HEADLINE_FIRST)}
+    names = sorted(numbers, key=lambda k: (first.get(k, len(first)), k))  # auc, gauc, logloss, then by name
+    shown = "  ".join(f"{k} {numbers[k]:.4g}" for k in names[:max_metrics]) or "none recorded"
+    if len(names) > max_metrics:
+        shown += f"  (+{len(names) - max_metrics} more)"
+    facts = [f"step {metrics['step']}" if "step" in metrics else "",
+             f"{metrics['num_rows']} eval rows" if "num_rows" in metrics else "",
+             f"{metrics['samples_per_s']:.0f} samples/s" if metrics.get("samples_per_s") else ""]
+    join = posixpath.join if "://" in run_dir else os.path.join
+    return "\n".join([
+        "done: " + (", ".join(f for f in facts if f) or "training finished"),
+        f"  metrics      {shown}",
+        f"  run dir      {run_dir}  (every metric: metrics.jsonl)",
+        f"  curves       {join(run_dir, 'curves.png')}",
+        f"  TensorBoard  tensorboard --logdir {join(run_dir, 'tensorboard')}",
+    ])
 
 
 class ProgressMeter:
@@ -51,7 +86,12 @@ class ProgressMeter:
         self._start = time.perf_counter()
         self._window_start = self._start
         self._window_steps = 0
+        self._first_step = 0
         self.last_samples_per_s = 0.0
+
+    def skip_to(self, step: int) -> None:
+        """A resumed run starts at ``step``: the ETA counts only the steps trained from here."""
+        self._first_step = step
 
     def step(self, step: int, loss: float | None, epoch: int) -> None:
         self._window_steps += 1
@@ -59,7 +99,7 @@ class ProgressMeter:
             return
         now = time.perf_counter()
         self.last_samples_per_s = self._window_steps * self.global_batch / max(now - self._window_start, 1e-9)
-        eta = (now - self._start) / max(step, 1) * (self.total_steps - step)
+        eta = (now - self._start) / max(step - self._first_step, 1) * (self.total_steps - step)
         self._window_start, self._window_steps = now, 0
         if self.enabled:
             loss_txt = f"{loss:.5f}" if loss is not None else "n/a"

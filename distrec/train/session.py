@@ -1,5 +1,6 @@
 """One worker's training session: the sharded model, its optimizers, TorchRec's train pipeline,
-checkpoints and reports. Recipes build a model and drive epochs through it."""
+checkpoints and reports. ``distrec.train.loop`` drives training through it; recipes with phases
+(Conure) start a phase with ``begin_phase`` and train it with the same loop."""
 
 from __future__ import annotations
 
@@ -8,22 +9,34 @@ import logging
 import os
 import posixpath
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import fsspec
 import torch
 import torch.distributed as dist
 
 from distrec.errors import CheckpointError
-from distrec.train.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
+from distrec.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
 from distrec.train.data_feed import DataFeed
 from distrec.train.dense_optim import build_optimizers
 from distrec.train.distributed import WorkerInfo
 from distrec.train.pipeline import DistrecTrainPipeline
-from distrec.train.progress import MetricsSink, MlflowTarget, ProgressMeter, flatten, report_to_ray
+from distrec.train.progress import (
+    MetricsSink,
+    MlflowTarget,
+    ProgressMeter,
+    flatten,
+    report_to_ray,
+)
 from distrec.train.sharded_model import shard_model
 
 log = logging.getLogger("distrec")
+BEST_DIR = "best"
 
 
 @dataclass
@@ -57,6 +70,7 @@ class TrainSession:
         self.state = TrainState()
         self.sink = MetricsSink(run_dir, worker.is_chief, cfg.metrics.tensorboard, mlflow_target(cfg))
         self.last_checkpoint: str | None = None
+        self.resumed_meta: dict = {}  # the meta of the checkpoint restored (loop state included)
         self.last_epoch_rows = 0  # real rows trained in the last finished epoch, all ranks
         self._unsynced_rows = 0  # this rank's real rows since the last sync
         if in_ray:
@@ -71,18 +85,18 @@ class TrainSession:
         if path is None and self.cfg.run.resume:
             path = latest_checkpoint(self.run_dir)
             if path is None:
-                self._log(f"run.resume=true but {self.run_dir} has no checkpoint yet: starting fresh")
+                self.info(f"run.resume=true but {self.run_dir} has no checkpoint yet: starting fresh")
         if path is not None:
             meta = load_checkpoint(path, self.dmp, self.opt.optimizer, self.opt.engine)
             self.state = TrainState(meta["epoch"], meta["batch_in_epoch"], meta["step"],
                                     meta.get("rows_in_epoch", 0))
-            self.last_checkpoint = path
-            self._log(f"resumed from {path} at epoch {self.state.epoch}, step {self.state.step} "
+            self.last_checkpoint, self.resumed_meta = path, meta
+            self.info(f"resumed from {path} at epoch {self.state.epoch}, step {self.state.step} "
                       f"(optimizer state {'restored' if meta['optimizer_restored'] else 'fresh'})")
             return
         if self.cfg.run.init_from:
             load_checkpoint(self.cfg.run.init_from, self.dmp, None, self.opt.engine)
-            self._log(f"initialised model weights from {self.cfg.run.init_from}")
+            self.info(f"initialised model weights from {self.cfg.run.init_from}")
 
     def _record_placement(self) -> None:
         """Write ``placement.json``: which host and Ray node runs each rank."""
@@ -115,7 +129,7 @@ class TrainSession:
         except CheckpointError:
             ray_step = -1
         if read_meta(newest)["step"] > ray_step:
-            self._log(f"Ray handed {ray_path}; {newest} is newer: resuming from it")
+            self.info(f"Ray handed {ray_path}; {newest} is newer: resuming from it")
             return newest
         return ray_path
 
@@ -131,16 +145,23 @@ class TrainSession:
         return checkpoint.path if scheme == "local" else f"{scheme}://{checkpoint.path}"
 
     # --- train ---------------------------------------------------------------------------
-    def train_epoch(self, feed: DataFeed, progress: ProgressMeter) -> bool:
-        """Train the rest of ``state.epoch``; False when ``trainer.max_steps`` stopped it early."""
-        trainer = self.cfg.trainer
-        epoch = self.state.epoch
-        steps = feed.steps(epoch)
-        batches = feed.batches(epoch, start_batch=self.state.batch_in_epoch)
+    def begin_phase(self, pipeline_factory: Callable | None = None) -> None:
+        """A fresh optimizer (and pipeline) for the next phase of a multi-phase recipe, after the
+        recipe changed which parameters train; the step count goes on, the epoch restarts."""
+        self.pipeline.detach()
+        self.opt = build_optimizers(self.dmp, self.dmp.module.dense, self.cfg)
+        make = pipeline_factory or DistrecTrainPipeline
+        self.pipeline = make(self.dmp, self.opt.optimizer, self.worker.device, self.opt.engine,
+                             self.cfg.trainer.nan_policy)
+        self.state = TrainState(step=self.state.step)
+
+    def train_steps(self, batches: Iterator, n: int, progress: ProgressMeter) -> dict | None:
+        """Train ``n`` steps on ``batches`` (the current epoch's, from ``state.batch_in_epoch``);
+        the train loss goes to the progress log and every metrics sink on log steps. Returns the
+        last step's outputs."""
+        outputs = None
         self.dmp.train()
-        while self.state.batch_in_epoch < steps:
-            if 0 <= trainer.max_steps <= self.state.step:
-                return False
+        for _ in range(n):
             outputs = self.pipeline.progress(batches)
             self.state.batch_in_epoch += 1
             self.state.step += 1
@@ -148,19 +169,33 @@ class TrainSession:
                 self._unsynced_rows += int((outputs["weights"] > 0).sum())
             self.inject_failure_if_due()
             if self._is_log_step(progress):
-                loss = self._mean_loss(outputs)
-                progress.step(self.state.step, loss, epoch)
+                loss = self.mean_loss(outputs)
+                progress.step(self.state.step, loss, self.state.epoch)
                 self.sink.write({"loss": loss, "samples_per_s": progress.last_samples_per_s},
                                 self.state.step, prefix="train/")
             else:
-                progress.step(self.state.step, None, epoch)
-            if trainer.checkpoint_every and self.state.step % trainer.checkpoint_every == 0:
-                self.checkpoint({"train_loss": float(outputs["loss"])})
+                progress.step(self.state.step, None, self.state.epoch)
+        return outputs
+
+    def end_epoch(self) -> None:
+        """Move the state to the next epoch (every rank's trained rows summed into ``last_epoch_rows``)."""
         self._sync_rows()
         self.last_epoch_rows = self.state.rows_in_epoch
         self.state.epoch += 1
         self.state.batch_in_epoch = 0
         self.state.rows_in_epoch = 0
+
+    def train_epoch(self, feed: DataFeed, progress: ProgressMeter) -> bool:
+        """Train the rest of ``state.epoch``; False when ``trainer.max_steps`` stopped it early."""
+        steps = feed.steps(self.state.epoch)
+        max_steps = self.cfg.trainer.max_steps
+        n = steps - self.state.batch_in_epoch
+        if max_steps >= 0:
+            n = min(n, max_steps - self.state.step)
+        self.train_steps(feed.batches(self.state.epoch, start_batch=self.state.batch_in_epoch), max(n, 0), progress)
+        if self.state.batch_in_epoch < steps:
+            return False
+        self.end_epoch()
         return True
 
     def _sync_rows(self) -> None:
@@ -186,7 +221,7 @@ class TrainSession:
     def _is_log_step(self, progress: ProgressMeter) -> bool:
         return self.state.step % progress.log_every == 0 or self.state.step == progress.total_steps
 
-    def _mean_loss(self, outputs: dict) -> float:
+    def mean_loss(self, outputs: dict) -> float:
         """Loss averaged over every rank's real rows (a collective on log steps only)."""
         real = outputs["weights"].sum()
         t = torch.stack([outputs["loss"] * real, real]).double()
@@ -207,15 +242,27 @@ class TrainSession:
         self.dmp.train()
 
     # --- save and report -----------------------------------------------------------------
-    def checkpoint(self, metrics: dict) -> str:
+    def checkpoint(self, metrics: dict, meta: dict | None = None, report: bool = True) -> str:
+        """Save weights, optimizer state, the train state and ``meta`` (e.g. the loop's state) as the
+        run's next checkpoint; reported to Ray Train (with ``metrics``) so a restart finds it."""
         self._sync_rows()
         path = save_checkpoint(
             self.run_dir, self.state.step, self.dmp, self.opt.optimizer, self.opt.engine,
-            meta=asdict(self.state), keep=self.cfg.trainer.keep_checkpoints,
+            meta={**asdict(self.state), **(meta or {})}, keep=self.cfg.trainer.keep_checkpoints,
         )
         self.last_checkpoint = path
-        self.report(metrics, path)
+        if report:
+            self.report(metrics, path)
         return path
+
+    def save_best(self, meta: dict | None = None) -> str:
+        """The weights of the best evaluation so far, in ``<run_dir>/best`` (one kept)."""
+        return save_checkpoint(posixpath.join(self.run_dir, BEST_DIR), self.state.step, self.dmp,
+                               self.opt.optimizer, self.opt.engine, meta={**asdict(self.state), **(meta or {})},
+                               keep=1)
+
+    def load_weights(self, path: str) -> None:
+        load_checkpoint(path, self.dmp)
 
     def report(self, metrics: dict, checkpoint_path: str | None = None, prefix: str = "") -> None:
         self.sink.write(metrics, self.state.step, prefix)
@@ -228,7 +275,7 @@ class TrainSession:
         self.pipeline.detach()
         self.sink.close()
 
-    def _log(self, message: str) -> None:
+    def info(self, message: str) -> None:
         if self.worker.is_chief:
             log.info(message)
 

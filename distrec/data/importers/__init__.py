@@ -1,5 +1,8 @@
 """Importers: public recommendation data sets -> distrec Parquet + feature schema.
 
+These are the engine's general formats; methods add their own (``distrec.methods.importers()``
+lists them all).
+
 Each ``import_X(src, out, **options) -> FeatureSchema`` writes ``out/<split>/part-*.parquet``
 (atomically, part by part) and ``out/schema.yaml`` last; a failed import removes what it wrote.
 """
@@ -10,8 +13,6 @@ from collections.abc import Callable
 
 from distrec.data.importers.aliccp import import_aliccp
 from distrec.data.importers.aliccp_raw import import_aliccp_raw
-from distrec.data.importers.conure_recbole import import_conure_recbole
-from distrec.data.importers.conure_ttl import import_conure_ttl
 from distrec.data.importers.criteo import import_criteo
 from distrec.data.importers.recbole import import_recbole
 from distrec.data.importers.sessions import import_sessions
@@ -22,9 +23,6 @@ IMPORTERS: dict[str, Callable[..., FeatureSchema]] = {
     "aliccp": import_aliccp,
     "aliccp_raw": import_aliccp_raw,
     "criteo": import_criteo,
-    "conure_recbole": import_conure_recbole,
-    "conure_ml100k": import_conure_recbole,  # its earlier name
-    "conure_ttl": import_conure_ttl,
     "sessions": import_sessions,
 }
 

@@ -37,8 +37,8 @@ from distrec.data.importers.common import (
     sparse_field_for,
 )
 from distrec.data.schema import FeatureSchema
-from distrec.data.storage import filesystem
 from distrec.errors import DataError
+from distrec.storage import filesystem
 
 LABELS = ("click", "purchase")
 USER_FIELD = "101"

@@ -68,8 +68,8 @@ from distrec.data.importers.common import (
     text_blocks,
 )
 from distrec.data.schema import FeatureSchema
-from distrec.data.storage import filesystem
 from distrec.errors import ConfigError, DataError
+from distrec.storage import filesystem
 
 # in the preprocessed CSV's column order, so both importers give the same columns
 FIELDS = (

@@ -15,10 +15,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distrec.data.importers.common import Vocab, csv_batches, first_line, sparse_field_for
+from distrec.data.importers.common import (
+    Vocab,
+    csv_batches,
+    first_line,
+    sparse_field_for,
+)
 from distrec.data.schema import SparseField
-from distrec.data.storage import filesystem, full_url
 from distrec.errors import DataError
+from distrec.storage import filesystem, full_url
 
 _ARROW_TYPES = {"token": pa.string(), "token_seq": pa.string(), "float": pa.float64()}
 

@@ -20,8 +20,13 @@ import yaml
 from fsspec.implementations.local import LocalFileSystem
 
 from distrec.data.schema import FeatureSchema, SparseField
-from distrec.data.storage import atomic_parquet_writer, filesystem, full_url, write_text_atomic
 from distrec.errors import ConfigError, DataError
+from distrec.storage import (
+    atomic_parquet_writer,
+    filesystem,
+    full_url,
+    write_text_atomic,
+)
 
 DEFAULT_ROW_GROUP_SIZE = 65536
 DEFAULT_ROWS_PER_FILE = 1 << 20

@@ -37,8 +37,8 @@ from distrec.data.importers.common import (
     require_columns,
 )
 from distrec.data.schema import FeatureSchema, SparseField
-from distrec.data.storage import filesystem, full_url
 from distrec.errors import ConfigError, DataError
+from distrec.storage import filesystem, full_url
 
 DENSE = [f"I{i}" for i in range(1, 14)]
 SPARSE = [f"C{i}" for i in range(1, 27)]

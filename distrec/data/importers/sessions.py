@@ -46,8 +46,8 @@ from distrec.data.importers.common import (
     text_blocks,
 )
 from distrec.data.schema import FeatureSchema, SequenceField
-from distrec.data.storage import filesystem, list_parquet_files
 from distrec.errors import ConfigError, DataError
+from distrec.storage import filesystem, list_parquet_files
 
 SEQUENCE_FIELD = "item_seq"
 ROW_SCHEMA = pa.schema([(SEQUENCE_FIELD, pa.list_(pa.int64()))])

@@ -1,0 +1,1 @@
+"""Experiments built from runs: ``distrec sweep`` (grid / random search x seeds on Ray Tune)."""

@@ -1,0 +1,73 @@
+"""``distrec msd knowledge | distill | report CONFIG [k=v ...]``: the MSD recipe's offline jobs.
+
+CTR training itself is ``distrec run CONFIG`` (recipe ``msd``).
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def _config(args):
+    from distrec.methods import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.run.recipe != "msd":
+        from distrec.errors import ConfigError
+
+        raise ConfigError(f"{args.config}: run.recipe is {cfg.run.recipe!r}; `distrec msd` needs recipe msd")
+    return cfg
+
+
+def cmd_knowledge(args) -> int:
+    from distrec.methods.msd.data import ensure_imported
+    from distrec.methods.msd.knowledge import run_knowledge_job
+    from distrec.train.progress import configure_logging
+
+    configure_logging()
+    cfg = _config(args)
+    ensure_imported(cfg)
+    print(json.dumps(run_knowledge_job(cfg), indent=2))
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from omegaconf import OmegaConf
+
+    from distrec.methods import train
+    from distrec.train.progress import configure_logging
+
+    configure_logging()
+    cfg = _config(args)
+    OmegaConf.update(cfg, "run.name", f"{cfg.run.name}-distill")  # its own metrics.jsonl
+    metrics = train(cfg, entry="distrec.methods.msd.distill:distill_worker")
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from distrec.methods.msd.report import run_report
+    from distrec.train.progress import configure_logging
+
+    configure_logging()
+    cfg = _config(args)
+    paths = run_report(cfg, local=args.local)
+    print(json.dumps(paths, indent=2))
+    return 0
+
+
+def register(subparsers) -> None:
+    msd = subparsers.add_parser("msd", help="MSD: LLM knowledge distilled into a CTR model")
+    sub = msd.add_subparsers(dest="msd_command", required=True)
+    for name, func, help_text in (
+        ("knowledge", cmd_knowledge, "teacher LLM writes item/user knowledge (Ray Data batch job, resumable)"),
+        ("distill", cmd_distill, "distil the knowledge into the student (DeepSpeed, Ray Train workers)"),
+        ("report", cmd_report, "base CTR vs MSD per teacher and ablations, several seeds (markdown + JSON)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("config")
+        p.add_argument("overrides", nargs="*", help="key=value overrides")
+        if name == "report":
+            p.add_argument("--local", action="store_true",
+                           help="run each training on local gloo processes instead of Ray Train")
+        p.set_defaults(func=func)

@@ -1,0 +1,71 @@
+"""Make the MSD inputs exist: import a RecBole dataset (optionally a slice of its users)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+
+from distrec.errors import ConfigError
+from distrec.storage import filesystem
+
+log = logging.getLogger("distrec")
+
+
+def write_user_slice(src_dir: str, dst_dir: str, max_users: int) -> str:
+    """Copy the RecBole atomic files of ``src_dir`` keeping the first ``max_users`` users (of the
+    ``.user`` file, or of the ``.inter`` file when there is none) and their interactions; items
+    are kept whole. Returns the new directory."""
+    name = os.path.basename(os.path.normpath(src_dir))
+    out = os.path.join(dst_dir, name)
+    os.makedirs(out, exist_ok=True)
+    user_file = os.path.join(src_dir, f"{name}.user")
+    if os.path.exists(user_file):
+        with open(user_file) as fh:
+            header, *lines = fh.read().splitlines()
+        kept = lines[:max_users]
+        users = {line.split("\t", 1)[0] for line in kept}
+        with open(os.path.join(out, f"{name}.user"), "w") as fh:
+            fh.write("\n".join([header, *kept]) + "\n")
+    else:
+        users = _first_users(os.path.join(src_dir, f"{name}.inter"), max_users)
+    with open(os.path.join(src_dir, f"{name}.inter")) as src, open(os.path.join(out, f"{name}.inter"), "w") as dst:
+        dst.write(next(src))
+        for line in src:
+            if line.split("\t", 1)[0] in users:
+                dst.write(line)
+    shutil.copy(os.path.join(src_dir, f"{name}.item"), os.path.join(out, f"{name}.item"))
+    return out
+
+
+def _first_users(inter_path: str, max_users: int) -> set[str]:
+    users: dict[str, None] = {}
+    with open(inter_path) as fh:
+        next(fh)
+        for line in fh:
+            users.setdefault(line.split("\t", 1)[0], None)
+            if len(users) == max_users:
+                break
+    return set(users)
+
+
+def ensure_imported(cfg) -> None:
+    """With ``method.entities.import_from`` set and ``data.train`` absent, import the dataset into
+    the folder of ``method.entities.items_path`` (global time split, rating >= 4 is a click)."""
+    ent = cfg.method.entities
+    fs, train = filesystem(cfg.data.train, cfg.data.s3_endpoint_url)
+    if ent.import_from is None or fs.exists(train):
+        return
+    from distrec.data.importers.recbole import import_recbole
+
+    out = os.path.dirname(ent.items_path)
+    if os.path.abspath(os.path.join(out, "train")) != os.path.abspath(cfg.data.train):
+        raise ConfigError(f"method.entities.import_from writes {out}/train, but data.train is "
+                          f"{cfg.data.train}; point both at the same import folder")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = ent.import_from
+        if ent.import_max_users:
+            src = write_user_slice(src, tmp, ent.import_max_users)
+        log.info("importing %s into %s (users: %s)", ent.import_from, out, ent.import_max_users or "all")
+        import_recbole(src, out, split="time", label_threshold=ent.like_threshold)

@@ -1,1 +1,0 @@
-"""MSD: LLM knowledge (teacher) distilled into a small student used inside a CTR model."""

@@ -1,1 +1,0 @@
-"""StackRec: deep sequential recommenders trained fast by progressive stacking (arXiv 2012.07598)."""
