@@ -60,7 +60,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("ctr", "CTR prediction: DCN-v2 / DeepFM / DLRM on sharded tables", has_cli=False),
     Recipe("egean", "post-click CVR over the exposure space (EGEAN, ESMM, ESCM²)",
            prepare="distrec.methods.egean.ground_truth:prepare_data"),
-    Recipe("msd", "LLM knowledge distilled into a CTR model", prepare="distrec.methods.msd.data:ensure_imported"),
+    Recipe("msd", "LLM knowledge distilled into a CTR model", prepare="distrec.methods.msd.data:prepare_data"),
     Recipe("stackrec", "deep sequential recommenders trained by progressive stacking",
            prepare="distrec.methods.stackrec.synthetic:ensure_data"),
     Recipe("conure", "continual user representations over tasks, by pruning",

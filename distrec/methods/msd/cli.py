@@ -32,15 +32,11 @@ def cmd_knowledge(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from omegaconf import OmegaConf
-
-    from distrec.methods import train
+    from distrec.methods.msd.data import distill
     from distrec.train.progress import configure_logging
 
     configure_logging()
-    cfg = _config(args)
-    OmegaConf.update(cfg, "run.name", f"{cfg.run.name}-distill")  # its own metrics.jsonl
-    metrics = train(cfg, entry="distrec.methods.msd.distill:distill_worker")
+    metrics = distill(_config(args))
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 

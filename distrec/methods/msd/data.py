@@ -69,3 +69,32 @@ def ensure_imported(cfg) -> None:
             src = write_user_slice(src, tmp, ent.import_max_users)
         log.info("importing %s into %s (users: %s)", ent.import_from, out, ent.import_max_users or "all")
         import_recbole(src, out, split="time", label_threshold=ent.like_threshold)
+
+
+DISTILL_ENTRY = "distrec.methods.msd.distill:distill_worker"
+
+
+def distill(cfg) -> dict:
+    """Distil the knowledge into the student: a Ray Train job of its own (``<run.name>-distill``,
+    so it keeps its own metrics.jsonl); the student goes to ``method.distill.output``."""
+    from omegaconf import OmegaConf
+
+    from distrec.train.launcher import run_training
+
+    ensure_imported(cfg)
+    distill_cfg = OmegaConf.merge(cfg, {"run": {"name": f"{cfg.run.name}-distill"}})
+    return run_training(distill_cfg, DISTILL_ENTRY)
+
+
+def prepare_data(cfg) -> None:
+    """``distrec run`` on an MSD config: the dataset, then (for the semantic model) the teacher's
+    knowledge and the distilled student, each only when missing, so one command runs the chain."""
+    from distrec.methods.msd.knowledge import run_knowledge_job
+
+    ensure_imported(cfg)
+    sem = cfg.method.semantics
+    if not sem.enabled or sem.student or os.path.isfile(os.path.join(cfg.method.distill.output, "config.json")):
+        return
+    log.info("msd: no student at %s yet: generating the knowledge, then distilling", cfg.method.distill.output)
+    run_knowledge_job(cfg)
+    distill(cfg)

@@ -59,9 +59,15 @@ def _run(cfg, local: bool, distill: bool) -> dict:
 
         fn = spawned_distill if distill else spawned_train
         return spawn(fn, cfg.trainer.num_workers, config_to_dict(cfg), timeout_s=cfg.trainer.timeout_s)[0]
+    if distill:
+        from distrec.methods.msd.data import DISTILL_ENTRY, ensure_imported
+        from distrec.train.launcher import run_training
+
+        ensure_imported(cfg)
+        return run_training(cfg, DISTILL_ENTRY)
     from distrec.methods import train
 
-    return train(cfg, entry="distrec.methods.msd.distill:distill_worker" if distill else None)
+    return train(cfg)
 
 
 def variants(cfg) -> dict[str, dict]:

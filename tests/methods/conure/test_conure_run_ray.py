@@ -13,7 +13,7 @@ def test_conure_smoke_run_learns_three_tasks_and_reports(tmp_path, shared_data, 
     args = ["configs/conure/smoke.yaml", f"run.output_dir={tmp_path / 'runs'}",
             f"method.data_root={tmp_path / 'data'}", f"method.prepare.src={shared_data / 'ml-100k'}",
             "method.max_steps_per_phase=4", "trainer.log_every=100"]
-    assert main(["conure", "run", *args]) == 0
+    assert main(["run", *args]) == 0  # `distrec conure run` is the same command
     run = tmp_path / "runs" / "conure-smoke"
     state = json.loads((run / "conure_state.json").read_text())
     assert [t["name"] for t in state["tasks"]] == ["t1_next_item", "t2_liked_item", "t3_gender"]
