@@ -6,7 +6,7 @@ with the default given there:
 - ``distill.mode="feature"``: with an encoder student, feature distillation — the student's pooled
   embedding of the entity's raw input regressed onto the embedding of the knowledge text
   (cosine + MSE, ``distill.cosine_weight`` / ``distill.mse_weight``); the knowledge text is
-  embedded by a frozen copy of the student's starting encoder (``distill.target_encoder``).
+  embedded by a frozen copy of the student's starting encoder.
 - ``distill.mode="token"`` with a causal student (``student.kind="causal"``): the paper's
   token-level distillation — the student learns to generate the teacher's knowledge text after
   the entity's raw input (cross-entropy on the knowledge tokens only); the CTR model then uses its
@@ -149,17 +149,12 @@ class DistillMode(Choice):
     token = "token"  # causal student
 
 
-class TargetEncoder(Choice):
-    student_init = "student_init"  # a frozen copy of the student's start
-
-
 @dataclass
 class DistillConfig:
     """``distrec msd distill``: the student learns the knowledge under a DeepSpeed engine."""
 
     output: str = MISSING  # student checkpoint directory (Hugging Face layout)
     mode: DistillMode = DistillMode.feature
-    target_encoder: TargetEncoder = TargetEncoder.student_init  # what embeds the knowledge text
     # feature: tokens of knowledge text embedded as the target; token: tokens of knowledge text
     # the causal student learns to generate after the raw input
     knowledge_max_length: int = 128
