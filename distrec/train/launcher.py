@@ -8,6 +8,7 @@ import logging
 import os
 import posixpath
 import socket
+import time
 
 import fsspec
 
@@ -15,6 +16,8 @@ from distrec.config.load import config_to_dict, run_dir, save_resolved_config
 from distrec.train.distributed import LOOPBACK_ENV, use_loopback_defaults
 
 log = logging.getLogger("distrec")
+RAY_CHECKPOINT_REGISTRY = "checkpoint_manager_snapshot.json"  # Ray Train's list of reported checkpoints
+EARLIER_RUN_FILES = ("checkpoints", "best", "metrics.jsonl", "summary.json")
 # Settings (never credentials) that workers of an embedded cluster must share with the driver;
 # credentials reach workers through the inherited process environment, not Ray's runtime_env.
 FORWARDED_ENV = ("GLOO_SOCKET_IFNAME", "MASTER_ADDR", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "OMP_WAIT_POLICY",
@@ -128,11 +131,32 @@ def run_training(cfg, entry: str) -> dict:
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
+    _forget_earlier_launches(out, cfg.run.resume)
     trainer.fit()
     from distrec.train.plots import plot_training_curves
 
     plot_training_curves(out)
     return final_metrics(out)
+
+
+def _forget_earlier_launches(out: str, resume: bool) -> None:
+    """Ray Train would resume a new launch from its registry of an earlier one in this directory
+    (even without run.resume, and failing once distrec pruned checkpoints it lists): every launch
+    starts without it and resumes only with run.resume, from the run's newest complete checkpoint.
+    A launch without run.resume sets an earlier run's checkpoints and records aside, under
+    ``earlier/<time>/``, so the new run neither mixes with nor deletes them."""
+    fs, path = fsspec.core.url_to_fs(out)
+    registry = posixpath.join(path, RAY_CHECKPOINT_REGISTRY)
+    if fs.exists(registry):
+        fs.rm(registry)
+    earlier = [name for name in EARLIER_RUN_FILES if fs.exists(posixpath.join(path, name))]
+    if resume or not earlier:
+        return
+    aside = posixpath.join(path, "earlier", time.strftime("%Y%m%d-%H%M%S"))
+    fs.makedirs(aside, exist_ok=True)
+    for name in earlier:
+        fs.mv(posixpath.join(path, name), posixpath.join(aside, name), recursive=True)
+    log.info("%s held an earlier run (no run.resume): its %s moved to %s", out, ", ".join(earlier), aside)
 
 
 def _absolute(path: str) -> str:

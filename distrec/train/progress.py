@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from distrec.storage import write_text_atomic
+
 log = logging.getLogger("distrec")
 
 
@@ -155,6 +157,19 @@ class MetricsSink:
         else:
             self._records.append(line)
             self._fs.pipe_file(target, "".join(self._records).encode())
+
+    def keep_until(self, step: int) -> None:
+        """Drop the records of steps after ``step`` from ``metrics.jsonl``: a resumed run replays
+        them, a fresh run (``step=-1``) starts an empty file."""
+        target = posixpath.join(self._path, "metrics.jsonl")
+        if not self.enabled or not self._fs.exists(target):
+            return
+        records = self._fs.cat_file(target).decode().splitlines(keepends=True)
+        kept = [line for line in records if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(kept) < len(records):
+            write_text_atomic(posixpath.join(self.run_dir, "metrics.jsonl"), "".join(kept), self._fs)
+        if not self._local:
+            self._records = kept
 
     def close(self) -> None:
         if self._mlflow is not None:

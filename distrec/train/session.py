@@ -91,9 +91,11 @@ class TrainSession:
             self.state = TrainState(meta["epoch"], meta["batch_in_epoch"], meta["step"],
                                     meta.get("rows_in_epoch", 0))
             self.last_checkpoint, self.resumed_meta = path, meta
+            self.sink.keep_until(self.state.step)  # the steps after it are trained (and logged) again
             self.info(f"resumed from {path} at epoch {self.state.epoch}, step {self.state.step} "
                       f"(optimizer state {'restored' if meta['optimizer_restored'] else 'fresh'})")
             return
+        self.sink.keep_until(-1)  # a fresh run: no records of an earlier run in this directory
         if self.cfg.run.init_from:
             load_checkpoint(self.cfg.run.init_from, self.dmp, None, self.opt.engine)
             self.info(f"initialised model weights from {self.cfg.run.init_from}")

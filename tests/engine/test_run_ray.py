@@ -52,6 +52,32 @@ def test_smoke_run_trains_reports_and_resumes(tmp_path, ray_cluster, capsys):
 
 
 @pytest.mark.ray
+def test_resume_after_pruned_checkpoints_and_a_fresh_rerun(tmp_path, ray_cluster):
+    """A launch does not inherit Ray Train's checkpoint registry from an earlier one: run.resume
+    continues from the run's newest checkpoint even after the ones Ray listed were pruned, and a
+    rerun without run.resume starts over (metrics.jsonl holds only the new run's records)."""
+    run_dir = tmp_path / "runs" / "ctr-smoke"
+
+    def steps(path=run_dir / "metrics.jsonl"):  # of the evaluations
+        return [r["step"] for r in map(json.loads, path.read_text().splitlines()) if "auc" in r]
+
+    # 16 steps per epoch; checkpoints (keep 2) at every evaluation: 8, 16, 24, 32 -> 24 and 32 kept
+    assert main(smoke_args(tmp_path, "trainer.eval_every=8", "trainer.eval_at_epoch_end=false")) == 0
+    assert sorted(os.listdir(run_dir / "checkpoints")) == ["latest", "step-000000024", "step-000000032"]
+    assert main(smoke_args(tmp_path, "trainer.eval_every=8", "trainer.eval_at_epoch_end=false",
+                           "trainer.epochs=3", "run.resume=true")) == 0
+    assert steps() == [8, 16, 24, 32, 40, 48]  # went on from step 32; nothing logged twice
+
+    assert main(smoke_args(tmp_path, "trainer.max_steps=8", "trainer.eval_every=8",
+                           "trainer.eval_at_epoch_end=false")) == 0
+    assert steps() == [8]  # started over: step 8 of a new run, not the old run's step 48
+    assert sorted(os.listdir(run_dir / "checkpoints")) == ["latest", "step-000000008"]
+    (aside,) = (run_dir / "earlier").iterdir()  # the earlier run is set aside, not deleted
+    assert sorted(os.listdir(aside / "checkpoints")) == ["latest", "step-000000040", "step-000000048"]
+    assert steps(aside / "metrics.jsonl") == [8, 16, 24, 32, 40, 48]
+
+
+@pytest.mark.ray
 def test_demo_config_with_relative_paths(ray_cluster):
     """`make demo` runs configs/ctr/smoke.yaml as written: relative paths, from the checkout."""
     scratch = f"runs/pytest-{uuid.uuid4().hex[:8]}"
