@@ -8,7 +8,6 @@ from an earlier step than the others').
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import posixpath
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 
 from distrec.experiments.trials import Trial, point_label, read_trial_record
 from distrec.storage import atomic_open, filesystem, write_text_atomic
+from distrec.train.plots import figure_png
 
 FINISHED = "finished"
 STOPPED_EARLY = "stopped_early"
@@ -185,10 +185,7 @@ def results_plot(summaries: list[PointSummary], metric: str, baseline_index: int
     ax.set_ylabel(f"{metric} (mean ± std over seeds)")
     ax.set_title(f"{metric} per point (red: baseline)")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi=110)
 
 
 def _row(cells: list[str]) -> str:

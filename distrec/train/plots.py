@@ -34,10 +34,17 @@ def plot_training_curves(run_dir: str) -> str | None:
             ax.plot(*zip(*points), marker="o")
         ax.set(title=f"valid {name}", xlabel="step")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     target = posixpath.join(run_dir, "curves.png")
     with fsspec.open(target, "wb") as fh:  # small and written once: no partial state to protect
-        fh.write(buffer.getvalue())
+        fh.write(figure_png(fig))
     return target
+
+
+def figure_png(fig, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed), for an atomic write by the caller."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -13,6 +13,7 @@ import torch
 
 from distrec.methods.conure.tasks import ConureState
 from distrec.storage import atomic_open, filesystem, write_text_atomic
+from distrec.train.plots import figure_png
 
 MAIN_METRIC = {"next_item": "mrr@5", "item_rec": "mrr@5", "profile": "accuracy"}
 
@@ -109,10 +110,7 @@ def heatmap_png(report: dict) -> bytes:
         ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
         ax.set_title(strategy)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=120)
 
 
 def write_report(report: dict, out_dir: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ tables) and ``bias_vs_shift.png`` (exposure-space CVR bias and AUC against shift
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import posixpath
@@ -22,6 +21,7 @@ from omegaconf import OmegaConf
 from distrec.config.load import config_to_dict, run_dir
 from distrec.errors import ConfigError
 from distrec.storage import atomic_open, filesystem, write_text_atomic
+from distrec.train.plots import figure_png
 
 log = logging.getLogger("distrec")
 
@@ -160,10 +160,7 @@ def plot(summary: dict, models: list[str], shifts: list[float]) -> bytes:
     axes[1].set(xlabel="covariate shift strength", ylabel="AUC", title="CVR AUC, exposure space")
     axes[0].legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi=120)
 
 
 def run_report(cfg) -> dict:

@@ -21,6 +21,7 @@ from distrec.config.load import config_to_dict, read_config_record, write_config
 from distrec.errors import ConfigError
 from distrec.methods.msd.config import Ablation
 from distrec.storage import atomic_open, filesystem, write_text_atomic
+from distrec.train.plots import figure_png
 
 log = logging.getLogger("distrec")
 ABLATIONS = {
@@ -183,7 +184,6 @@ def _write(cfg, runs: dict, distill_metrics: dict) -> dict:
 
 def metrics_png(table: dict[str, dict]) -> bytes:
     """One panel per metric: the variants' means over seeds with their std as error bars."""
-    import io
 
     import matplotlib
 
@@ -205,7 +205,4 @@ def metrics_png(table: dict[str, dict]) -> bytes:
         ax.invert_yaxis()
         ax.set_title(f"{HEADERS[METRICS.index(metric)]} ({'lower' if 'logloss' in metric else 'higher'} is better)")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi=110)

@@ -50,7 +50,15 @@ def test_ts_smoke_trains_stacks_resumes_and_reports(tmp_path):
     assert stage1["best_valid"]["num_rows"] == 20 and stage1["test"]["num_rows"] == 20
     for name in ("mrr@5", "hr@5", "ndcg@5", "mrr@10", "hr@10", "ndcg@10"):
         assert 0.0 <= stacked["test"][name] <= 1.0
-    assert stacked["time_to_best_s"] >= stage0["train_s"] and stacked["curve"]
+    # the fair clock: stage 0's training in full, the stacking, stage 1's training up to its best;
+    # evaluation and checkpoint time are summed apart
+    assert stacked["time_to_best_s"] == pytest.approx(
+        stage0["train_s"] + stacked["stages"][1]["stack_s"] + stage1["time_to_best_s"])
+    assert stacked["eval_s"] == pytest.approx(stage0["eval_s"] + stage1["eval_s"]) and stacked["eval_s"] > 0
+    assert stacked["checkpoint_s"] == pytest.approx(stage0["checkpoint_s"] + stage1["checkpoint_s"])
+    assert stacked["checkpoint_s"] > 0
+    assert stacked["curve"][-1]["train_s"] == pytest.approx(stage0["train_s"] + stacked["stages"][1]["stack_s"]
+                                                            + stage1["curve"][-1]["train_s"])
 
     # a rerun (e.g. after the driver died) reuses the finished stages: nothing trains again
     def no_training(stage_cfg):
@@ -70,7 +78,8 @@ def test_ts_smoke_trains_stacks_resumes_and_reports(tmp_path):
     row = next(r for r in report["variants"] if r["variant"] == "adjacent")
     assert row["speedup_vs_scratch"] == pytest.approx(scratch["time_to_best_s"] / stacked["time_to_best_s"])
     assert json.loads((tmp_path / "report" / "report.json").read_text())["variants"][1]["stages"] == [2, 4]
-    assert "| adjacent | 2→4 |" in (tmp_path / "report" / "report.md").read_text()
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| adjacent | 2→4 |" in markdown and f"| {stacked['eval_s']:.1f} | {stacked['checkpoint_s']:.1f} |" in markdown
     assert (tmp_path / "report" / PLOT).read_bytes()[:4] == b"\x89PNG"
 
 
