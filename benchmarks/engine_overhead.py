@@ -81,7 +81,7 @@ def make_config(data_dir: str, run_root: str, batch_size: int, embedding_dim: in
 
     cfg = load_config(str(REPO / "configs" / "ctr" / "base.yaml"), [
         f"run.output_dir={run_root}", "run.name=bench",
-        f"data.train={data_dir}", "data.valid=null", f"data.schema={data_dir}/schema.yaml",
+        f"data.train={data_dir}", "data.valid=null", "data.test=null", f"data.schema={data_dir}/schema.yaml",
         f"data.batch_size={batch_size}", "data.shuffle=false",
         "sharding.tables={}", f"sharding.default_types=[{sharding}]",
         f"model.embedding_dim={embedding_dim}",

@@ -41,10 +41,11 @@ class RunConfig:
 
 @dataclass
 class SynthConfig:
-    """Generated data for smoke runs: written to data.train / data.valid when they are absent."""
+    """Generated data for smoke runs: written to data.train / data.valid / data.test when absent."""
 
     rows: int = 20000
     valid_rows: int = 4000
+    test_rows: int = 4000
     rows_per_file: int = 5000
     rows_per_row_group: int = 1000
     num_sparse: int = 6

@@ -18,7 +18,8 @@ def _exists(path: str, s3_endpoint_url: str | None) -> bool:
 
 
 def write_synthetic_splits(cfg) -> None:
-    """With ``data.synth`` set, write the train (and valid) splits if they are absent.
+    """With ``data.synth`` set, write the train (valid, test) splits that are absent; each split
+    draws other rows (seed + 0, 1, 2) from the same generator.
 
     The schema is written next to the training files; ``data.schema`` must point at it."""
     synth = cfg.data.synth
@@ -28,10 +29,12 @@ def write_synthetic_splits(cfg) -> None:
     if not _exists(cfg.data.train, endpoint):
         log.info("generating %d synthetic training rows in %s", synth.rows, cfg.data.train)
         write_synthetic(cfg.data.train, synth, s3_endpoint_url=endpoint)
-    if cfg.data.valid and not _exists(cfg.data.valid, endpoint):
-        valid_cfg = OmegaConf.merge(synth, {"rows": synth.valid_rows, "seed": synth.seed + 1})
-        log.info("generating %d synthetic validation rows in %s", synth.valid_rows, cfg.data.valid)
-        write_synthetic(cfg.data.valid, valid_cfg, s3_endpoint_url=endpoint)
+    for split, path, rows, offset in (("validation", cfg.data.valid, synth.valid_rows, 1),
+                                      ("test", cfg.data.test, synth.test_rows, 2)):
+        if path and not _exists(path, endpoint):
+            log.info("generating %d synthetic %s rows in %s", rows, split, path)
+            write_synthetic(path, OmegaConf.merge(synth, {"rows": rows, "seed": synth.seed + offset}),
+                            s3_endpoint_url=endpoint)
 
 
 def check_inputs(cfg) -> None:
@@ -41,6 +44,6 @@ def check_inputs(cfg) -> None:
     from distrec.data.schema import FeatureSchema
 
     schema = FeatureSchema.load(cfg.data.schema)
-    for path in (cfg.data.train, cfg.data.valid):
+    for path in (cfg.data.train, cfg.data.valid, cfg.data.test):
         if path:
             plan_units(path, cfg.data.s3_endpoint_url, schema)

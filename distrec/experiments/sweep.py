@@ -4,8 +4,10 @@ Design
 - Trials are expanded here, not by Tune: (grid points x seeded random points) x seeds, each the
   base config with its overrides merged in (``trials.py``), type-checked before Ray starts. Tune
   sees one grid axis, the trial id, so the trial set is explicit and the same on every rerun.
-- Each trial is a Tune function trainable that calls ``distrec.methods.train(trial_cfg)``: the
-  Ray-Train-inside-Tune pattern. The trainable reserves almost no CPU (``TRIAL_DRIVER_CPUS``);
+- Each trial is a Tune function trainable that calls ``distrec.methods.train_trial(trial_cfg)``:
+  ``distrec.methods.train`` (= ``distrec run``), the Ray-Train-inside-Tune pattern, or the recipe's
+  ``Recipe.trial`` hook when a trial is more than one run (StackRec: the stages of a variant).
+  The trainable reserves almost no CPU (``TRIAL_DRIVER_CPUS``);
   the trial's Ray Train workers take ``trainer.num_workers x cpus_per_worker`` each, and at most
   ``sweep.max_concurrent`` trials run at once (the embedded Ray is sized for that many).
 - Folders: ``<run.output_dir>/<sweep.name>/`` holds one run directory per trial
@@ -228,17 +230,18 @@ def run_trial(config: dict, specs: dict, options: dict) -> None:
 
 
 def _train_reporting(cfg, options: dict) -> dict:
-    """``train(cfg)`` in a thread; meanwhile each new evaluation in metrics.jsonl goes to Tune."""
+    """The trial (``train_trial(cfg)``) in a thread; meanwhile each new evaluation in the run's
+    metrics.jsonl goes to Tune (a trial hook whose runs live deeper reports its final metrics only)."""
     from ray import tune
 
-    from distrec.methods import train
+    from distrec.methods import train_trial
 
     run_dir = trial_run_dir(cfg)
     outcome: dict = {}
 
     def target() -> None:
         try:
-            outcome["metrics"] = train(cfg)
+            outcome["metrics"] = train_trial(cfg)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the trainable's thread below
             outcome["error"] = exc
 

@@ -27,6 +27,9 @@ class Recipe:
     prepare: str | None = None
     # extra ``distrec data import`` formats: name -> "module:function"
     importers: dict[str, str] = field(default_factory=dict)
+    # "module:function" computing one ``distrec sweep`` trial when a trial is more than one
+    # ``distrec run`` (``function(trial_cfg) -> final metrics``); None: the trial is ``train``
+    trial: str | None = None
 
     @property
     def package(self) -> str:
@@ -51,6 +54,9 @@ class Recipe:
         if self.prepare:
             _function(self.prepare)(cfg)
 
+    def train_trial(self, cfg) -> dict:
+        return _function(self.trial)(cfg) if self.trial else train(cfg)
+
     def register_cli(self, subparsers) -> None:
         if self.has_cli:
             importlib.import_module(f"{self.package}.cli").register(subparsers)
@@ -62,7 +68,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            prepare="distrec.methods.egean.ground_truth:prepare_data"),
     Recipe("msd", "LLM knowledge distilled into a CTR model", prepare="distrec.methods.msd.data:prepare_data"),
     Recipe("stackrec", "deep sequential recommenders trained by progressive stacking",
-           prepare="distrec.methods.stackrec.synthetic:ensure_data"),
+           prepare="distrec.methods.stackrec.synthetic:ensure_data",
+           trial="distrec.methods.stackrec.scenario:run_trial"),
     Recipe("conure", "continual user representations over tasks, by pruning",
            prepare="distrec.methods.conure.tasks:prepare_tasks", importers={
         "conure_recbole": "distrec.methods.conure.importers.recbole:import_conure_recbole",
@@ -98,6 +105,11 @@ def train(cfg, entry: str | None = None) -> dict:
 
     prepare_data(cfg)
     return run_training(cfg, entry or recipe(cfg.run.recipe).worker_entry)
+
+
+def train_trial(cfg) -> dict:
+    """One ``distrec sweep`` trial: the recipe's trial hook when it has one, else ``train(cfg)``."""
+    return recipe(cfg.run.recipe).train_trial(cfg)
 
 
 def _function(target: str) -> Callable:

@@ -24,7 +24,8 @@ def submit(tmp_path, dashboard, *overrides):
 
 def run_outputs(tmp_path, name):
     run_dir = tmp_path / "runs" / name
-    metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    metrics = {**summary["final"], "step": summary["steps"]}  # validation and test metrics
     placement = json.loads((run_dir / "placement.json").read_text())
     return metrics, placement
 
@@ -41,7 +42,7 @@ def test_spread_over_two_nodes_matches_one_node(tmp_path, two_node_cluster, caps
     assert len({w["node_id"] for w in spread_nodes}) == 2  # one worker per node
     assert len({w["node_id"] for w in packed_nodes}) == 1
     assert spread["step"] == packed["step"] > 0
-    for key in ("auc", "gauc", "logloss"):
+    for key in ("auc", "gauc", "logloss", "test/auc"):
         assert spread[key] == pytest.approx(packed[key], rel=1e-5, abs=1e-6), key
 
 

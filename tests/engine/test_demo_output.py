@@ -28,7 +28,7 @@ def test_smoke_run_prints_progress_and_summary_only(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # an embedded Ray, as make demo
     proc = subprocess.run(
         [*distrec_command(), "run", "configs/ctr/smoke.yaml", f"run.output_dir={runs}",
-         f"data.train={data / 'train'}", f"data.valid={data / 'valid'}",
+         f"data.train={data / 'train'}", f"data.valid={data / 'valid'}", f"data.test={data / 'test'}",
          f"data.schema={data / 'train' / 'schema.yaml'}", "data.synth.rows=4000",
          "data.synth.valid_rows=1000", "trainer.epochs=1"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)

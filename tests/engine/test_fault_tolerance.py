@@ -11,7 +11,8 @@ from distrec.cli import main
 
 
 def final_record(run_dir):
-    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {**summary["final"], "step": summary["steps"]}
 
 
 @pytest.mark.ray
@@ -27,6 +28,6 @@ def test_killed_worker_is_replaced_and_run_matches(tmp_path, ray_cluster):
     train_rows = sum(pq.read_metadata(f).num_rows for f in (tmp_path / "drill" / "data" / "train").glob("*.parquet"))
     # rows trained in the interrupted epoch: exactly the dataset, none lost or seen twice
     assert drill["epoch_rows"] == calm["epoch_rows"] == train_rows
-    assert drill["step"] == calm["step"]
-    for key in ("auc", "gauc", "logloss"):
+    assert drill["step"] == calm["step"] and drill["test/num_rows"] == calm["test/num_rows"] > 0
+    for key in ("auc", "gauc", "logloss", "test/auc", "test/logloss"):
         assert drill[key] == pytest.approx(calm[key], rel=1e-4, abs=1e-5), key

@@ -14,8 +14,9 @@ from distrec.cli import main
 def smoke_args(tmp_path, *extra):
     data = tmp_path / "data"
     return ["run", "configs/ctr/smoke.yaml", f"run.output_dir={tmp_path / 'runs'}",
-            f"data.train={data / 'train'}", f"data.valid={data / 'valid'}",
+            f"data.train={data / 'train'}", f"data.valid={data / 'valid'}", f"data.test={data / 'test'}",
             f"data.schema={data / 'train' / 'schema.yaml'}", "data.synth.rows=8000",
+            "data.synth.test_rows=2000",
             "data.synth.valid_rows=2000", *extra]
 
 
@@ -25,16 +26,22 @@ def test_smoke_run_trains_reports_and_resumes(tmp_path, ray_cluster, capsys):
     assert main(smoke_args(tmp_path, "trainer.max_steps=20", f"metrics.mlflow_tracking_uri={mlflow_uri}")) == 0
     run_dir = tmp_path / "runs" / "ctr-smoke"
     first = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert first[-1]["step"] == 20
+    first_valid = [r for r in first if "auc" in r]
+    assert first[-1]["step"] == 20 and first_valid[-1]["step"] == 20
 
     assert main(smoke_args(tmp_path, "run.resume=true")) == 0
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    final = records[-1]
+    final = [r for r in records if "auc" in r][-1]  # the last validation record
     # 8000 rows / (256 x 2) per step -> 16 steps per epoch, 2 epochs; resumed at step 20
     assert final["step"] == 32
     assert 0.6 < final["auc"] <= 1.0 and 0.55 < final["gauc"] <= 1.0 and final["logloss"] < 0.69
     assert final["num_rows"] == 2000
+    # then the test split, scored once with the last weights: the last record, and the run's result
+    test = records[-1]
+    assert test["step"] == 32 and test["test/num_rows"] == 2000 and 0.6 < test["test/auc"] <= 1.0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final"]["test/auc"] == test["test/auc"] and summary["final"]["auc"] == final["auc"]
 
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["run"]["resume"] is True and saved["trainer"]["num_workers"] == 2
@@ -48,7 +55,7 @@ def test_smoke_run_trains_reports_and_resumes(tmp_path, ray_cluster, capsys):
     runs = mlflow.search_runs(experiment_names=["distrec"], output_format="list")
     assert len(runs) == 1 and runs[0].data.params["trainer.num_workers"] == "2"
     history = mlflow.tracking.MlflowClient().get_metric_history(runs[0].info.run_id, "auc")
-    assert [m.step for m in history] == [16, 20] and history[-1].value == pytest.approx(first[-1]["auc"])
+    assert [m.step for m in history] == [16, 20] and history[-1].value == pytest.approx(first_valid[-1]["auc"])
 
 
 @pytest.mark.ray
@@ -84,9 +91,10 @@ def test_demo_config_with_relative_paths(ray_cluster):
     try:
         assert main(["run", "configs/ctr/smoke.yaml", f"run.output_dir={scratch}",
                      f"data.train={scratch}/data/train", f"data.valid={scratch}/data/valid",
+                     f"data.test={scratch}/data/test", "data.synth.test_rows=1000",
                      f"data.schema={scratch}/data/train/schema.yaml", "data.synth.rows=4000",
                      "data.synth.valid_rows=1000", "trainer.epochs=1"]) == 0
-        final = json.loads(open(f"{scratch}/ctr-smoke/metrics.jsonl").read().splitlines()[-1])
-        assert final["num_rows"] == 1000 and final["auc"] > 0.5
+        final = json.loads(open(f"{scratch}/ctr-smoke/summary.json").read())["final"]
+        assert final["num_rows"] == final["test/num_rows"] == 1000 and final["auc"] > 0.5
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -14,7 +14,7 @@ from distrec.cli import main
 def test_train_checkpoint_resume_on_s3(s3_bucket, ray_cluster, capfd):
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     base = ["run", "configs/ctr/smoke.yaml", f"run.output_dir={s3_bucket}/runs",
-            f"data.train={s3_bucket}/data/train", f"data.valid={s3_bucket}/data/valid",
+            f"data.train={s3_bucket}/data/train", f"data.valid={s3_bucket}/data/valid", "data.test=null",
             f"data.schema={s3_bucket}/data/train/schema.yaml", "data.synth.rows=4000",
             "data.synth.valid_rows=1000", "data.synth.rows_per_file=1000", "trainer.epochs=1"]
     assert main([*base, "trainer.max_steps=5"]) == 0

@@ -15,7 +15,7 @@ def tiny_ctr_config(tmp_path, *overrides):
     data = tmp_path / "data"
     cfg = load_config("configs/ctr/smoke.yaml", [
         f"run.output_dir={tmp_path / 'runs'}",
-        f"data.train={data / 'train'}", f"data.valid={data / 'valid'}",
+        f"data.train={data / 'train'}", f"data.valid={data / 'valid'}", "data.test=null",
         f"data.schema={data / 'train' / 'schema.yaml'}",
         "data.synth.rows=1024", "data.synth.valid_rows=256", "data.synth.rows_per_file=512",
         "data.synth.rows_per_row_group=256", "data.synth.num_embeddings=200",

@@ -43,7 +43,7 @@ def sweep_args(tmp_path, *extra):
     """The sweep smoke config, trimmed so a trial takes seconds: 1 worker, 6 steps."""
     data = tmp_path / "data"
     return [f"run.output_dir={tmp_path / 'runs'}", f"data.train={data / 'train'}", f"data.valid={data / 'valid'}",
-            f"data.schema={data / 'train' / 'schema.yaml'}", "data.synth.rows=2000", "data.synth.valid_rows=500",
+            f"data.test={data / 'test'}", "data.synth.test_rows=500", f"data.schema={data / 'train' / 'schema.yaml'}", "data.synth.rows=2000", "data.synth.valid_rows=500",
             "trainer.num_workers=1", "trainer.max_steps=6", "trainer.eval_every=2", "sweep.max_concurrent=3",
             "sweep.poll_s=0.5", *extra]
 
@@ -126,6 +126,22 @@ def test_asha_needs_a_step_budget_and_schedules_on_steps(tmp_path):
     assert isinstance(asha, ASHAScheduler) and asha._time_attr == "step" and asha._max_t == 6
     assert asha._metric == "logloss" and asha._mode == "min" and not asha._stop_last_trials
     assert _scheduler(plan_sweep(load_config(SWEEP_CONFIG, sweep_args(tmp_path)))) is None
+
+
+def test_a_recipe_trial_hook_computes_the_trial_instead_of_train(tmp_path, monkeypatch):
+    """A trial is ``distrec run`` unless the recipe names a trial hook (StackRec: a variant's stages)."""
+    import distrec.methods
+    import distrec.methods.stackrec.scenario as scenario
+    from distrec.methods import recipe, train_trial
+
+    seen = []
+    monkeypatch.setattr(distrec.methods, "train", lambda cfg: seen.append(("train", cfg.run.recipe)) or {"auc": 0.7})
+    monkeypatch.setattr(scenario, "run_trial", lambda cfg: seen.append(("hook", str(cfg.method.variant)))
+                        or {"test_mrr@5": 0.1})
+    assert recipe("ctr").trial is None and train_trial(load_config(SWEEP_CONFIG, sweep_args(tmp_path))) == {"auc": 0.7}
+    assert recipe("stackrec").trial == "distrec.methods.stackrec.scenario:run_trial"
+    assert train_trial(load_config("configs/stackrec/smoke.yaml", ["method.variant=cross"])) == {"test_mrr@5": 0.1}
+    assert seen == [("train", "ctr"), ("hook", "cross")]
 
 
 # --- (a) result statistics against numpy / scipy -----------------------------------------------------

@@ -1,4 +1,5 @@
-"""``distrec msd knowledge | distill | report CONFIG [k=v ...]``: the MSD recipe's offline jobs.
+"""``distrec msd knowledge | distill | report CONFIG [k=v ...]``: the MSD recipe's offline jobs and
+its report (the config's sweep over ``method.report.variant`` x seeds, see report.py).
 
 CTR training itself is ``distrec run CONFIG`` (recipe ``msd``).
 """
@@ -46,9 +47,12 @@ def cmd_report(args) -> int:
     from distrec.train.progress import configure_logging
 
     configure_logging()
-    cfg = _config(args)
-    paths = run_report(cfg, local=args.local)
-    print(json.dumps(paths, indent=2))
+    report = run_report(_config(args), address=args.address, run=not args.no_run)
+    print(json.dumps(report["paths"], indent=2))
+    if report["errored"]:
+        print(f"{len(report['errored'])} trial(s) failed: {', '.join(report['errored'])}; rerun the same "
+              "command to retry them (finished trials are kept)")
+        return 1
     return 0
 
 
@@ -58,12 +62,14 @@ def register(subparsers) -> None:
     for name, func, help_text in (
         ("knowledge", cmd_knowledge, "teacher LLM writes item/user knowledge (Ray Data batch job, resumable)"),
         ("distill", cmd_distill, "distil the knowledge into the student (DeepSpeed, Ray Train workers)"),
-        ("report", cmd_report, "base CTR vs MSD per teacher and ablations, several seeds (markdown + JSON)"),
+        ("report", cmd_report, "base CTR vs MSD per teacher and ablations x seeds, as the config's sweep "
+                               "(rerun to resume); markdown + JSON + PNG beside its results"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config")
         p.add_argument("overrides", nargs="*", help="key=value overrides")
         if name == "report":
-            p.add_argument("--local", action="store_true",
-                           help="run each training on local gloo processes instead of Ray Train")
+            p.add_argument("--address", default=None,
+                           help="Ray cluster to run on (default: trainer.address, RAY_ADDRESS, else a local Ray)")
+            p.add_argument("--no-run", action="store_true", help="only rebuild the report from finished trials")
         p.set_defaults(func=func)

@@ -200,14 +200,17 @@ class Ablation(Choice):
 
 @dataclass
 class ReportConfig:
-    """``distrec msd report``: base CTR vs MSD per teacher and each ablation, several seeds."""
+    """``distrec msd report``: base CTR vs MSD per teacher and each ablation, as the config's sweep
+    over ``method.report.variant`` x seeds (variants.py names the variants; report.py)."""
 
-    output: str = "runs/msd-report"
-    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    output: str = "runs/msd-report"  # the distilled students: <output>/students/<teacher>
     # teacher name -> knowledge directory produced earlier (``distrec msd knowledge``)
     knowledge: Dict[str, str] = field(default_factory=dict)
     ablations_teacher: str = "metadata"  # the teacher whose student the ablations use
     ablations: List[Ablation] = field(default_factory=lambda: list(Ablation))
+    # the variant this run trains (base, msd-<teacher>, msd-<teacher>-<ablation>), applied by
+    # prepare_data and the worker; a sweep trial of the report; None: the config as written
+    variant: Optional[str] = None
 
 
 @dataclass

@@ -90,7 +90,9 @@ def prepare_data(cfg) -> None:
     """``distrec run`` on an MSD config: the dataset, then (for the semantic model) the teacher's
     knowledge and the distilled student, each only when missing, so one command runs the chain."""
     from distrec.methods.msd.knowledge import run_knowledge_job
+    from distrec.methods.msd.variants import with_variant
 
+    cfg = with_variant(cfg)  # a report variant's teacher, student and switches
     ensure_imported(cfg)
     sem = cfg.method.semantics
     if not sem.enabled or sem.student or os.path.isfile(os.path.join(cfg.method.distill.output, "config.json")):

@@ -25,6 +25,7 @@ from distrec.methods.msd.model import (
     SemanticCtrNet,
 )
 from distrec.methods.msd.student import StudentEncoder, load_tokenizer, tokenize
+from distrec.methods.msd.variants import with_variant
 from distrec.metrics import CtrMetricAccumulator
 from distrec.models.ctr import build_ctr_model
 from distrec.sparse.tables import table_dims
@@ -111,6 +112,7 @@ def evaluate(session, feed, cfg, schema: FeatureSchema, *, rare: torch.Tensor) -
 
 
 def train_worker(cfg, in_ray: bool = False) -> dict:
+    cfg = with_variant(cfg)  # method.report.variant: one of the report's variants (variants.py)
     rare = rare_items(cfg, FeatureSchema.load(cfg.data.schema))
     return train_loop(cfg, in_ray, build_model, functools.partial(evaluate, rare=rare))["final"]
 

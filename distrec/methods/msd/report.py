@@ -1,185 +1,172 @@
-"""``distrec msd report``: base CTR vs MSD (one student per teacher) and each ablation, over
-several seeds, on the config's data: AUC / GAUC / LogLoss as mean ± std, markdown + JSON + PNG.
+"""``distrec msd report``: base CTR vs MSD (one student per teacher) and each ablation, over several
+seeds, on the config's data: AUC / GAUC / LogLoss, overall and on rare items, as mean ± std and as
+differences from the base model paired by seed; markdown + JSON + PNG.
 
-Knowledge is produced earlier (``distrec msd knowledge``; an LLM teacher over all of ml-100k
-takes long on a CPU): ``method.report.knowledge`` maps each teacher name to its directory.
-For each teacher the student is distilled once (reused when its directory exists), then every
-variant trains ``trainer.epochs`` per seed, on Ray Train workers or (``local``) on local gloo
-processes.
+The runs are the config's ``sweep:`` section, run by ``distrec.experiments.sweep`` as any sweep is
+(on Ray Tune, locally or on a cluster; a rerun resumes and trains nothing twice): a grid over
+``method.report.variant`` (the names variants.py defines: ``base``, ``msd-<teacher>``,
+``msd-<teacher>-<ablation>``) x ``sweep.seeds``. Knowledge is produced earlier (``distrec msd
+knowledge``; an LLM teacher over all of ml-100k takes long on a CPU): ``method.report.knowledge``
+maps each teacher name to its directory. Before the sweep starts, the driver distils each student
+the swept variants need, once per teacher (skipped when it exists), so concurrent trials never
+distil the same student. The tables are built from the sweep's results.json and written beside it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import statistics
+import posixpath
 
 from omegaconf import OmegaConf
 
-from distrec.config.load import config_to_dict, read_config_record, write_config_record
+from distrec.config.load import nest_dotted
 from distrec.errors import ConfigError
-from distrec.methods.msd.config import Ablation
+from distrec.experiments.results import FINISHED, mean_std, paired_difference
+from distrec.methods.msd.variants import (
+    BASE,
+    student_dir,
+    teacher_overrides,
+    variant_teacher,
+    variants,
+)
 from distrec.storage import atomic_open, filesystem, write_text_atomic
 from distrec.train.plots import figure_png
 
 log = logging.getLogger("distrec")
-ABLATIONS = {
-    Ablation.no_lora: {"method.semantics.lora": False},
-    Ablation.no_item_fusion: {"method.semantics.item_fusion": False},
-    Ablation.no_user_knowledge: {"method.semantics.user_knowledge": False},
-    Ablation.no_semantics: {"method.semantics.enabled": False},
-}
+VARIANT_KEY = "method.report.variant"
 METRICS = ("auc", "gauc", "logloss", "rare_items_auc", "rare_items_logloss")
 HEADERS = ("AUC", "GAUC", "LogLoss", "AUC, rare items", "LogLoss, rare items")
 PLOT = "report.png"
+REPORT_FILES = ("report.json", "report.md", PLOT)
 
 
-def _with(cfg, overrides: dict):
-    out = OmegaConf.create(config_to_dict(cfg))
-    for key, value in overrides.items():
-        OmegaConf.update(out, key, value, force_add=False)
-    return out
+def swept_variants(cfg) -> list[str]:
+    """The variant names the config's sweep runs, checked against ``variants(cfg)``."""
+    sweep = cfg.sweep
+    grid = OmegaConf.to_container(sweep.grid, resolve=True)
+    if set(grid) != {VARIANT_KEY} or sweep.random:
+        raise ConfigError(f"the MSD report sweeps {VARIANT_KEY} alone (sweep.grid.{VARIANT_KEY}: [base, "
+                          f"msd-<teacher>, ...], no sweep.random); this sweep's keys: {sorted(grid)}")
+    known = variants(cfg)
+    unknown = [n for n in grid[VARIANT_KEY] if n not in known]
+    if unknown:
+        raise ConfigError(f"sweep.grid.{VARIANT_KEY}: {unknown} are not variants of this config; known: {list(known)}")
+    return list(grid[VARIANT_KEY])
 
 
-def spawned_distill(rank: int, cfg_dict: dict) -> dict:
-    from distrec.methods.msd.distill import distill_worker
+def distil_students(cfg, names: list[str], run: bool = True) -> dict[str, dict]:
+    """Distil, on this driver and before any trial starts, the student of every teacher the
+    variants ``names`` use that has none yet; each teacher's distillation metrics."""
+    from distrec.methods.msd.data import distill, ensure_imported
 
-    return distill_worker(OmegaConf.create(cfg_dict))
-
-
-def spawned_train(rank: int, cfg_dict: dict) -> dict:
-    from distrec.methods.msd.recipe import train_worker
-
-    return train_worker(OmegaConf.create(cfg_dict))
-
-
-def _run(cfg, local: bool, distill: bool) -> dict:
-    if local:
-        from distrec.train.local_spawn import spawn
-
-        fn = spawned_distill if distill else spawned_train
-        return spawn(fn, cfg.trainer.num_workers, config_to_dict(cfg), timeout_s=cfg.trainer.timeout_s)[0]
-    if distill:
-        from distrec.methods.msd.data import DISTILL_ENTRY, ensure_imported
-        from distrec.train.launcher import run_training
-
-        ensure_imported(cfg)
-        return run_training(cfg, DISTILL_ENTRY)
-    from distrec.methods import train
-
-    return train(cfg)
+    metrics = {}
+    for teacher in dict.fromkeys(t for t in (variant_teacher(cfg, n) for n in names) if t is not None):
+        out = student_dir(cfg, teacher)
+        if run and not os.path.isfile(os.path.join(out, "config.json")):
+            log.info("report: distilling the %s teacher's knowledge into %s", teacher, out)
+            ensure_imported(cfg)
+            distill(OmegaConf.merge(cfg, *(nest_dotted(k, v) for k, v in teacher_overrides(cfg, teacher).items()),
+                                    {"run": {"name": f"{cfg.sweep.name}-{teacher}"}}))
+        path = os.path.join(out, "distill_metrics.json")
+        if os.path.isfile(path):
+            with open(path) as fh:
+                metrics[teacher] = json.load(fh)
+    return metrics
 
 
-def variants(cfg) -> dict[str, dict]:
-    """name -> overrides (the student path included) of every configuration to compare."""
-    rep = cfg.method.report
-    if not rep.knowledge:
-        raise ConfigError("method.report.knowledge is empty: map each teacher name to the knowledge "
-                          "directory `distrec msd knowledge` wrote, e.g. {metadata: runs/k-meta}")
-    if rep.ablations_teacher not in rep.knowledge:
-        raise ConfigError(f"method.report.ablations_teacher={rep.ablations_teacher!r} is not a key of "
-                          f"method.report.knowledge ({sorted(rep.knowledge)})")
-    out = {"base": {"method.semantics.enabled": False}}
-    for teacher in rep.knowledge:
-        out[f"msd[{teacher}]"] = {"method.semantics.student": _student_dir(cfg, teacher)}
-    for ablation in rep.ablations:
-        out[f"msd[{rep.ablations_teacher}] {ablation}"] = {
-            "method.semantics.student": _student_dir(cfg, rep.ablations_teacher), **ABLATIONS[ablation]}
-    return out
+def run_report(cfg, address: str | None = None, run: bool = True) -> dict:
+    """Distil the missing students, run the sweep's unfinished trials (``run=False``: neither),
+    then write report.json / report.md / report.png beside the sweep's results. Returns the report
+    (``report["paths"]``: every file written; ``report["errored"]``: trials that failed)."""
+    from distrec.experiments.sweep import run_sweep
+
+    distillation = distil_students(cfg, swept_variants(cfg), run)
+    outcome = run_sweep(cfg, address=address, run=run)
+    fs, path = filesystem(outcome.paths["results.json"])
+    report = build_report(cfg, json.loads(fs.cat_file(path)), distillation)
+    paths = {name: posixpath.join(outcome.dir, name) for name in REPORT_FILES}
+    write_text_atomic(paths["report.json"], json.dumps(report, indent=2, default=str), fs)
+    write_text_atomic(paths["report.md"], markdown(report, cfg), fs)
+    with atomic_open(paths[PLOT], fs) as fh:
+        fh.write(metrics_png(report["variants"]))
+    report["paths"] = {**outcome.paths, **paths}
+    report["errored"] = outcome.errored
+    return report
 
 
-def _student_dir(cfg, teacher: str) -> str:
-    return os.path.join(cfg.method.report.output, "students", teacher)
-
-
-def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
-    table = {}
-    for name, per_seed in runs.items():
-        row = {"seeds": len(per_seed)}
+def build_report(cfg, results: dict, distillation: dict[str, dict]) -> dict:
+    """Per variant (sweep order): mean ± std of every metric over its finished seeds, and each
+    metric minus the base model's, paired by seed (mean, standard error, 95% t-interval)."""
+    by_variant: dict[str, dict[int, dict]] = {name: {} for name in swept_variants(cfg)}
+    for trial in results["trials"]:
+        if trial["status"] == FINISHED:
+            by_variant[trial["overrides"][VARIANT_KEY]][trial["seed"]] = trial["metrics"]
+    rows = {}
+    for name, per_seed in by_variant.items():
+        row: dict = {"seeds": sorted(per_seed)}
         for metric in METRICS:
-            values = [r[metric] for r in per_seed if metric in r]
+            values = {s: m[metric] for s, m in per_seed.items() if _finite(m.get(metric))}
             if values:
-                row[metric] = statistics.fmean(values)
-                row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        table[name] = row
-    return table
+                row[metric], row[f"{metric}_std"] = mean_std(list(values.values()))
+            base = {s: m[metric] for s, m in by_variant.get(BASE, {}).items() if _finite(m.get(metric))}
+            if name != BASE and values and base:
+                row[f"{metric}_vs_base"] = paired_difference(values, base).__dict__
+        rows[name] = row
+    return {"variants": rows, "distillation": distillation, "knowledge": dict(cfg.method.report.knowledge),
+            "seeds": list(cfg.sweep.seeds) or [cfg.run.seed], "unfinished": results["unfinished"]}
 
 
-def markdown(table: dict[str, dict], distill: dict[str, dict], cfg) -> str:
+def markdown(report: dict, cfg) -> str:
+    table = report["variants"]
     lines = [f"# MSD on {cfg.data.train}", "",
              f"{cfg.trainer.epochs} epoch(s)"
              f"{f' capped at {cfg.trainer.max_steps} steps' if cfg.trainer.max_steps >= 0 else ''}, "
              f"batch {cfg.data.batch_size} per worker, {cfg.trainer.num_workers} workers, seeds "
-             f"{list(cfg.method.report.seeds)}, tower {cfg.model.arch}; mean ± std over seeds. Rare items: "
+             f"{report['seeds']}, tower {cfg.model.arch}; mean ± std over seeds. Rare items: "
              f"validation rows whose item was seen fewer than {cfg.method.semantics.cache_min_freq} times in "
              f"training (the items the student encodes online).", "",
-             "| variant | " + " | ".join(HEADERS) + " |", "|---" * (len(HEADERS) + 1) + "|"]
+             "| variant | seeds | " + " | ".join(HEADERS) + " |", "|---" * (len(HEADERS) + 2) + "|"]
     for name, row in table.items():
-        cells = [f"{row[m]:.4f} ± {row[m + '_std']:.4f}" if m in row else "n/a" for m in METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {len(row['seeds'])} | " + " | ".join(_mean_std(row, m) for m in METRICS) + " |")
+    if BASE in table and len(table) > 1:
+        lines += ["", "Minus the base model's, paired by seed: mean ± standard error [95% t-interval].", "",
+                  "| variant | pairs | " + " | ".join(f"Δ {h}" for h in HEADERS) + " |",
+                  "|---" * (len(HEADERS) + 2) + "|"]
+        for name, row in table.items():
+            if name != BASE:
+                pairs = max((row.get(f"{m}_vs_base") or {}).get("n", 0) for m in METRICS)
+                lines.append(f"| {name} | {pairs} | " + " | ".join(_diff(row.get(f"{m}_vs_base")) for m in METRICS)
+                             + " |")
     lines += ["", "| teacher | distillation loss before | after | steps |", "|---|---|---|---|"]
-    for teacher, m in distill.items():
+    for teacher, m in report["distillation"].items():
         lines.append(f"| {teacher} | {m.get('distill_loss_before', float('nan')):.4f} | "
                      f"{m.get('distill_loss_after', float('nan')):.4f} | {m.get('steps', '?')} |")
+    if report["unfinished"]:
+        lines += ["", f"Without results yet: {', '.join(report['unfinished'])}"]
+    lines += ["", f"![metrics per variant]({PLOT})"]
     return "\n".join(lines) + "\n"
 
 
-def run_report(cfg, local: bool = False) -> dict:
-    rep = cfg.method.report
-    all_variants = variants(cfg)
-    distill_metrics = {}
-    for teacher, knowledge in rep.knowledge.items():
-        out = _student_dir(cfg, teacher)
-        meta = os.path.join(out, "distill_metrics.json")
-        if not os.path.isfile(meta):
-            log.info("report: distilling the %s teacher's knowledge into %s", teacher, out)
-            _run(_with(cfg, {"method.knowledge.output": knowledge, "method.distill.output": out,
-                             "run.name": f"report-distill-{teacher}",
-                             "run.output_dir": os.path.join(rep.output, "runs")}), local, distill=True)
-        with open(meta) as fh:
-            distill_metrics[teacher] = json.load(fh)
-    runs: dict[str, list[dict]] = {}
-    paths = {}
-    for name, overrides in all_variants.items():
-        for seed in rep.seeds:
-            slug = name.replace("[", "-").replace("]", "").replace(" ", "-")
-            run_cfg = _with(cfg, {**overrides, "run.seed": seed, "run.name": f"report-{slug}-s{seed}",
-                                  "run.output_dir": os.path.join(rep.output, "runs")})
-            runs.setdefault(name, []).append(_finished_or_run(run_cfg, name, seed, local))
-            paths = _write(cfg, runs, distill_metrics)  # after every run: partial results survive
-    return paths
+def _mean_std(row: dict, metric: str) -> str:
+    if metric not in row:
+        return "n/a"
+    std = row[f"{metric}_std"]
+    return f"{row[metric]:.4f}" if math.isnan(std) else f"{row[metric]:.4f} ± {std:.4f}"
 
 
-def _finished_or_run(run_cfg, name: str, seed: int, local: bool) -> dict:
-    """The run's metrics; a rerun of the report reuses runs that finished with the same config."""
-    result_path = os.path.join(run_cfg.run.output_dir, run_cfg.run.name, "report_result.json")
-    config = config_to_dict(run_cfg)
-    saved = read_config_record(result_path, config)
-    if saved is not None:
-        log.info("report: %s, seed %d finished earlier (%s)", name, seed, result_path)
-        return saved["metrics"]
-    log.info("report: training %s, seed %d", name, seed)
-    metrics = _run(run_cfg, local, distill=False)
-    metrics = {k: metrics[k] for k in (*METRICS, "num_rows", "rare_items_num_rows") if k in metrics}
-    write_config_record(result_path, config, {"metrics": metrics})
-    return metrics
+def _diff(d: dict | None) -> str:
+    if not d or not d["n"]:
+        return "n/a"
+    if d["n"] < 2:
+        return f"{d['mean']:+.4f}"
+    return f"{d['mean']:+.4f} ± {d['se']:.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
 
 
-def _write(cfg, runs: dict, distill_metrics: dict) -> dict:
-    rep = cfg.method.report
-    table = summarise(runs)
-    result = {"variants": table, "runs": runs, "distillation": distill_metrics,
-              "knowledge": dict(rep.knowledge), "config": config_to_dict(cfg)}
-    fs, _ = filesystem(rep.output)
-    fs.makedirs(rep.output, exist_ok=True)
-    json_path, md_path = os.path.join(rep.output, "report.json"), os.path.join(rep.output, "report.md")
-    write_text_atomic(json_path, json.dumps(result, indent=2, default=str), fs)
-    write_text_atomic(md_path, markdown(table, distill_metrics, cfg), fs)
-    png_path = os.path.join(rep.output, PLOT)
-    with atomic_open(png_path, fs, "wb") as fh:
-        fh.write(metrics_png(table))
-    return {"json": json_path, "markdown": md_path, "png": png_path}
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def metrics_png(table: dict[str, dict]) -> bytes:
@@ -193,10 +180,11 @@ def metrics_png(table: dict[str, dict]) -> bytes:
     names = list(table)
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 0.45 * len(names) + 1.6))
     for ax, metric in zip(axes, METRICS):
-        rows = [(i, table[n][metric], table[n][f"{metric}_std"]) for i, n in enumerate(names) if metric in table[n]]
+        rows = [(i, table[n][metric], _zero_nan(table[n][f"{metric}_std"])) for i, n in enumerate(names)
+                if metric in table[n]]
         if rows:
             ys, means, stds = zip(*rows)
-            ax.barh(ys, means, xerr=stds, color=["#888" if names[y] == "base" else "#3a7" for y in ys])
+            ax.barh(ys, means, xerr=stds, color=["#888" if names[y] == BASE else "#3a7" for y in ys])
             low = min(m - s for _, m, s in rows)
             high = max(m + s for _, m, s in rows)
             pad = max(high - low, 1e-3) * 0.3
@@ -206,3 +194,7 @@ def metrics_png(table: dict[str, dict]) -> bytes:
         ax.set_title(f"{HEADERS[METRICS.index(metric)]} ({'lower' if 'logloss' in metric else 'higher'} is better)")
     fig.tight_layout()
     return figure_png(fig, dpi=110)
+
+
+def _zero_nan(value: float) -> float:
+    return 0.0 if math.isnan(value) else value

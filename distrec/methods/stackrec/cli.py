@@ -4,16 +4,17 @@
       stack an L-block checkpoint (from a run of any world size) into a 2L-block weights-only
       checkpoint under OUT_RUN_DIR/checkpoints/; start a run from it with run.init_from=PATH
   distrec stackrec run CONFIG [k=v ...] [--variant adjacent|cross|scratch] [--launcher ray|spawn]
-      run the stages of the config's scenario (ts, cl, tf) for one variant
-  distrec stackrec report CONFIG [k=v ...] [--variants scratch,adjacent,cross] [--rerun]
-      run the variants that have no result yet, then write report.md/json and the PNG
+      run the stages of the config's scenario (ts, cl, tf) for one variant (default: method.variant)
+  distrec stackrec report CONFIG [k=v ...] [--variants scratch,adjacent] [--address ADDR] [--no-run]
+      the config's sweep (method.variant x seeds, = ``distrec sweep CONFIG``): run the trials that
+      have no result yet on Ray Tune (locally or on a cluster; rerun to resume), then write
+      report.md/json and the PNG next to its results (report.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import posixpath
 
 VARIANT_CHOICES = ("adjacent", "cross", "scratch")
 
@@ -34,17 +35,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run one variant of the config's scenario")
     run.add_argument("config")
     run.add_argument("overrides", nargs="*")
-    run.add_argument("--variant", choices=VARIANT_CHOICES, default=None, help="default: method.stack_method")
+    run.add_argument("--variant", choices=VARIANT_CHOICES, default=None, help="default: method.variant")
     run.add_argument("--launcher", choices=("ray", "spawn"), default="ray")
     run.set_defaults(func=cmd_run)
 
-    report = commands.add_parser("report", help="scratch vs stacked: run what is missing, write the report")
+    report = commands.add_parser("report", help="scratch vs stacked x seeds, as the config's sweep: run what is "
+                                 "missing (rerun to resume), then write the report")
     report.add_argument("config")
-    report.add_argument("overrides", nargs="*")
-    report.add_argument("--variants", default="scratch,adjacent,cross")
-    report.add_argument("--launcher", choices=("ray", "spawn"), default="ray")
-    report.add_argument("--rerun", action="store_true", help="run every variant again")
-    report.add_argument("--out", default=None, help="default: method.report_dir or <run dir>/report")
+    report.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sweep.seeds=[0,1,2]")
+    report.add_argument("--variants", default=None, help="e.g. scratch,adjacent (default: the config's "
+                        "sweep.grid.method.variant)")
+    report.add_argument("--address", default=None,
+                        help="Ray cluster to run on (default: trainer.address, RAY_ADDRESS, else a local Ray)")
+    report.add_argument("--no-run", action="store_true", help="only rebuild the report from finished trials")
+    report.add_argument("--out", default=None, help="default: method.report_dir or the sweep's directory")
     report.add_argument("--machine", default=None, help="machine description for the report")
     report.set_defaults(func=cmd_report)
 
@@ -85,43 +89,28 @@ def cmd_run(args) -> int:
 
     cfg = _config(args)
     prepare_data(cfg)
-    result = run_variant(cfg, args.variant or cfg.method.stack_method, LAUNCHERS[args.launcher])
+    result = run_variant(cfg, args.variant or str(cfg.method.variant), LAUNCHERS[args.launcher])
     print(json.dumps({k: v for k, v in result.items() if k not in ("stages", "curve")}, indent=2))
     return 0
 
 
 def cmd_report(args) -> int:
-    import platform
-
-    import fsspec
-
     from distrec.errors import ConfigError
-    from distrec.methods import prepare_data
-    from distrec.methods.stackrec.report import to_markdown, write_report
-    from distrec.methods.stackrec.scenario import (
-        LAUNCHERS,
-        read_json,
-        run_variant,
-        variant_dir,
-    )
+    from distrec.methods.stackrec.report import run_report, to_markdown
 
-    cfg = _config(args)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    bad = sorted(set(variants) - set(VARIANT_CHOICES))
-    if bad:
-        raise ConfigError(f"--variants: unknown {bad}; expected some of {list(VARIANT_CHOICES)}")
-    prepare_data(cfg)
-    results = {}
-    for variant in variants:
-        done = posixpath.join(variant_dir(cfg, variant), "variant.json")
-        fs, path = fsspec.core.url_to_fs(done)
-        if fs.exists(path) and not args.rerun:
-            results[variant] = read_json(done)
-        else:
-            results[variant] = run_variant(cfg, variant, LAUNCHERS[args.launcher])
-    out = args.out or cfg.method.report_dir or posixpath.join(cfg.run.output_dir, cfg.run.name, "report")
-    machine = args.machine or f"{platform.machine()} {platform.processor() or ''}".strip()
-    report = write_report(cfg, results, out, machine)
+    if args.variants is not None:  # a shorthand for the sweep's grid
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        bad = sorted(set(variants) - set(VARIANT_CHOICES))
+        if bad or not variants:
+            raise ConfigError(f"--variants: unknown {bad}; expected some of {list(VARIANT_CHOICES)}")
+        args.overrides = [*args.overrides, f"sweep.grid.method.variant=[{','.join(variants)}]",
+                          f"sweep.baseline.method.variant={'scratch' if 'scratch' in variants else variants[0]}"]
+    report, out, errored = run_report(_config(args), address=args.address, run=not args.no_run, out=args.out,
+                                      machine=args.machine)
     print(to_markdown(report))
     print(f"report written to {out}")
+    if errored:
+        print(f"{len(errored)} trial(s) failed: {', '.join(errored)}; rerun the same command to retry them "
+              "(finished trials are kept)")
+        return 1
     return 0

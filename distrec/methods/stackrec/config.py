@@ -28,6 +28,14 @@ class StackMethod(Choice):
     cross = "cross"  # new i <- old i mod L
 
 
+class Variant(Choice):
+    """What one ``distrec stackrec run`` / sweep trial trains (scenario.py)."""
+
+    scratch = "scratch"  # the deepest stage's model from scratch
+    adjacent = "adjacent"  # the stages, stacked adjacently
+    cross = "cross"  # the stages, stacked crosswise
+
+
 class FreshPart(Choice):
     """Parts that start fresh after stacking instead of being copied (stacking.py)."""
 
@@ -78,6 +86,7 @@ class StageConfig:
 @dataclass
 class MethodConfig:
     scenario: Scenario = Scenario.ts
+    variant: Variant = Variant.adjacent  # a trial of the report's sweep (sweep.grid."method.variant")
     stack_method: StackMethod = StackMethod.adjacent
     # Parts that start fresh after stacking (the authors' code: all three); [] copies everything.
     fresh_parts: List[FreshPart] = field(default_factory=lambda: list(FreshPart))
@@ -85,4 +94,4 @@ class MethodConfig:
     scratch_max_steps: int = 0  # budget of the deep from-scratch baseline (0: sum of the stages')
     cl_chunks: int = 5  # (ours) CL: training data is read as this many nested chunks (<= 10)
     synthetic: Optional[SyntheticSequencesConfig] = None
-    report_dir: Optional[str] = None  # where `stackrec report` writes (default: <output_dir>/<name>/report)
+    report_dir: Optional[str] = None  # where `stackrec report` writes (default: the sweep's folder, beside results.md)

@@ -9,9 +9,13 @@ depth stays (CL stages that only add data), and starts the next stage from it
 finished with the same config (``stage_record.json``) and resumes the first that did not from its
 last evaluation (``stage_started.json`` + ``run.resume``; see ``distrec.methods.stackrec.recipe``).
 
-Variants: ``adjacent`` and ``cross`` (stacked, ``method.stack_method`` overridden), and
-``scratch``: the deepest stage's model trained from scratch in one stage, on the last stage's
-data, for ``method.scratch_max_steps`` steps (0: the sum of the stage budgets).
+Variants (``method.variant``): ``adjacent`` and ``cross`` (stacked, ``method.stack_method``
+overridden), and ``scratch``: the deepest stage's model trained from scratch in one stage, on the
+last stage's data, for ``method.scratch_max_steps`` steps (0: the sum of the stage budgets).
+
+A ``distrec sweep`` trial of a StackRec config is one variant (``run_trial``, the recipe's trial
+hook): the report sweeps ``method.variant`` x seeds (report.py); the trial's stages live under
+``<sweep dir>/<trial id>/<variant>/stage-<k>``.
 
 Scenarios differ in the data of each stage and in what the comparison counts:
   ts  every stage on ``data.train``; all stages are counted.
@@ -107,6 +111,7 @@ def stage_config(cfg, variant: str, stage: Stage, init_from: str | None):
     stage_cfg.trainer.max_steps = stage.max_steps
     stage_cfg.data.train = stage.train
     stage_cfg.data.valid = stage.valid
+    stage_cfg.method.variant = variant
     if variant in METHODS:
         stage_cfg.method.stack_method = variant
     return stage_cfg
@@ -158,18 +163,34 @@ def run_variant(cfg, variant: str, launch: Launcher) -> dict:
     return result
 
 
+def run_trial(cfg) -> dict:
+    """A ``distrec sweep`` trial (``Recipe.trial``): the variant ``method.variant``, every stage on
+    Ray Train; its final figures, flat, for the sweep's results (variant.json has the rest)."""
+    return trial_metrics(run_variant(cfg, str(cfg.method.variant), ray_launcher))
+
+
+def trial_metrics(result: dict) -> dict:
+    """The numbers of a variant.json a sweep compares: test metrics as ``test_<name>``, the clocks."""
+    out = {f"test_{k}": v for k, v in result["test"].items() if isinstance(v, (int, float))}
+    out.update({k: result[k] for k in ("time_to_best_s", "time_to_best_all_stages_s", "eval_s", "checkpoint_s")})
+    out["best_valid_mrr@5"] = result["best_valid_mrr@5"]
+    out["steps"] = sum(result["steps"])
+    return out
+
+
 def _stage_file(stage_cfg, name: str) -> str:
     return posixpath.join(stage_cfg.run.output_dir, stage_cfg.run.name, name)
 
 
 def _comparable(stage_cfg) -> dict:
     """The stage's config without its start checkpoint (known only after the stacking step), the
-    resume switch and the scenario's stage list (this stage's depth, steps and data are in
-    model/trainer/data)."""
+    resume switch, the variant and the scenario's stage list (this stage's depth, steps and data
+    are in model/trainer/data)."""
     out = config_to_dict(stage_cfg)
     out["run"].pop("init_from", None)
     out["run"].pop("resume", None)
     out["method"].pop("stages", None)
+    out["method"].pop("variant", None)  # the variant is the stage's folder (and method.stack_method)
     return out
 
 

@@ -1,60 +1,137 @@
-"""The MSD report's variants (base, one MSD per teacher, ablations) and its seed statistics."""
+"""The MSD report: its variants (base, one MSD per teacher, ablations) as a sweep over
+method.report.variant x seeds, the tables built from the sweep's results.json, and the report run
+as a sweep on the shared Ray cluster (each student distilled once, a rerun trains nothing)."""
 
-import statistics
+import json
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from distrec.errors import ConfigError
+from distrec.experiments.sweep import plan_sweep
 from distrec.methods import load_config
-from distrec.methods.msd.report import summarise, variants
+from distrec.methods.msd.report import (
+    build_report,
+    markdown,
+    metrics_png,
+    swept_variants,
+)
+from distrec.methods.msd.variants import variant_teacher, variants, with_variant
 
 
 def test_variants_cover_base_each_teacher_and_each_ablation():
     cfg = load_config("configs/msd/ml-100k.yaml", ["method.report.output=/r"])
     found = variants(cfg)
     assert found["base"] == {"method.semantics.enabled": False}
-    assert found["msd[smollm2]"]["method.semantics.student"] == "/r/students/smollm2"
-    assert found["msd[metadata] no_lora"] == {"method.semantics.student": "/r/students/metadata",
-                                              "method.semantics.lora": False}
-    assert {"msd[metadata] no_item_fusion", "msd[metadata] no_user_knowledge"} <= set(found)
+    assert found["msd-smollm2"] == {"method.knowledge.output": "benchmarks/results/msd_knowledge_smollm2",
+                                    "method.distill.output": "/r/students/smollm2", "method.semantics.student": None}
+    assert found["msd-metadata-no_lora"] == {**found["msd-metadata"], "method.semantics.lora": False}
+    assert {"msd-metadata-no_item_fusion", "msd-metadata-no_user_knowledge"} <= set(found)
+    assert [variant_teacher(cfg, n) for n in ("base", "msd-smollm2", "msd-metadata-no_lora")] == \
+        [None, "smollm2", "metadata"]
     with pytest.raises(ConfigError, match="ablations_teacher"):
         variants(load_config("configs/msd/ml-100k.yaml", ["method.report.ablations_teacher=gpt"]))
 
 
-def test_summary_is_mean_and_sample_std_over_seeds():
-    runs = {"base": [{"auc": 0.7, "gauc": 0.6, "logloss": 0.5}, {"auc": 0.72, "gauc": 0.61, "logloss": 0.49}]}
-    row = summarise(runs)["base"]
-    assert row["seeds"] == 2
-    assert row["auc"] == pytest.approx(0.71) and row["auc_std"] == pytest.approx(statistics.stdev([0.7, 0.72]))
+def test_a_trial_of_the_report_sweep_is_its_variant_applied_to_the_config():
+    cfg = load_config("configs/msd/ml-100k.yaml", ["method.report.output=/r"])
+    assert swept_variants(cfg) == list(cfg.sweep.grid["method.report.variant"]) and len(cfg.sweep.seeds) >= 3
+    plan = plan_sweep(cfg)
+    assert len(plan.trials) == 6 * 3 and plan.trials[plan.baseline_index].point == {"method.report.variant": "base"}
+    trial = next(t for t in plan.trials if t.point["method.report.variant"] == "msd-metadata-no_lora" and t.seed == 2)
+    applied = with_variant(plan.configs[trial.id])
+    assert applied.method.semantics.lora is False and applied.method.semantics.enabled is True
+    assert applied.method.distill.output == "/r/students/metadata" and applied.run.seed == 2
+    assert applied.method.knowledge.output == "runs/msd-ml-100k/knowledge-metadata"
+    assert applied.method.report.variant is None and with_variant(applied) is applied
+    assert with_variant(plan.configs[plan.trials[0].id]).method.semantics.enabled is False
+    with pytest.raises(ConfigError, match="not a variant of this config"):
+        with_variant(load_config("configs/msd/ml-100k.yaml", ["method.report.variant=msd-gpt"]))
+    with pytest.raises(ConfigError, match=r"\['msd-gpt'\] are not variants"):
+        swept_variants(load_config("configs/msd/ml-100k.yaml", ["sweep.grid.method.report.variant=[base,msd-gpt]"]))
+    with pytest.raises(ConfigError, match="sweeps method.report.variant alone"):
+        swept_variants(load_config("configs/msd/ml-100k.yaml", ["sweep.grid.dense.lr=[0.1]"]))
 
 
-def test_a_rerun_reuses_finished_runs_of_the_same_config_only(tmp_path, monkeypatch):
-    from distrec.methods.msd import report
-
-    trained = []
-    monkeypatch.setattr(report, "_run", lambda cfg, local, distill: trained.append(cfg.run.seed) or
-                        {"auc": 0.6 + cfg.run.seed / 100, "logloss": 0.5, "samples_per_s": 1.0})
-    cfg = load_config("configs/msd/ml-100k.yaml", [f"run.output_dir={tmp_path}", "run.name=r"])
-    (tmp_path / "r").mkdir()
-    assert report._finished_or_run(cfg, "base", 0, True) == {"auc": 0.6, "logloss": 0.5}
-    assert report._finished_or_run(cfg, "base", 0, True) == {"auc": 0.6, "logloss": 0.5}
-    assert trained == [0]  # the second call read report_result.json
-    other = load_config("configs/msd/ml-100k.yaml", [f"run.output_dir={tmp_path}", "run.name=r", "run.seed=3"])
-    assert report._finished_or_run(other, "base", 3, True)["auc"] == pytest.approx(0.63)
-    assert trained == [0, 3]  # a changed config trains again
-
-
-def test_report_files_table_and_plot(tmp_path):
-    from distrec.methods.msd.report import _write
-
-    cfg = load_config("configs/msd/ml-100k.yaml", [f"method.report.output={tmp_path}"])
-    runs = {"base": [{"auc": 0.70, "gauc": 0.66, "logloss": 0.60}, {"auc": 0.71, "gauc": 0.67, "logloss": 0.59}],
-            "msd[metadata]": [{"auc": 0.72, "gauc": 0.68, "logloss": 0.58}]}
-    paths = _write(cfg, runs, {"metadata": {"distill_loss_before": 1.0, "distill_loss_after": 0.2, "steps": 3}})
-    text = (tmp_path / "report.md").read_text()
-    assert "| base | 0.7050 ± 0.0071 |" in text and "| msd[metadata] | 0.7200 ± 0.0000 |" in text
+def test_tables_are_mean_std_over_seeds_and_differences_paired_with_base(tmp_path):
+    cfg = load_config("configs/msd/ml-100k.yaml", ["sweep.grid.method.report.variant=[base,msd-metadata]"])
+    auc = {"base": [0.70, 0.71, 0.69], "msd-metadata": [0.72, 0.725, 0.70]}
+    trials = [{"id": f"{v}-{s}", "overrides": {"method.report.variant": v}, "seed": s, "status": "finished",
+               "metrics": {"auc": auc[v][s], "gauc": 0.6, "logloss": 0.5 - s / 100, "rare_items_auc": 0.55,
+                           "rare_items_logloss": 0.6}} for v in auc for s in range(3)]
+    report = build_report(cfg, {"trials": trials, "unfinished": []},
+                          {"metadata": {"distill_loss_before": 1.0, "distill_loss_after": 0.2, "steps": 3}})
+    base, msd = report["variants"]["base"], report["variants"]["msd-metadata"]
+    assert base["seeds"] == [0, 1, 2] and base["auc"] == pytest.approx(0.70)
+    assert msd["auc_std"] == pytest.approx(np.std(auc["msd-metadata"], ddof=1))
+    diff = np.array(auc["msd-metadata"]) - np.array(auc["base"])
+    ci = stats.ttest_rel(auc["msd-metadata"], auc["base"]).confidence_interval(0.95)
+    d = msd["auc_vs_base"]
+    assert d["n"] == 3 and d["mean"] == pytest.approx(diff.mean()) and d["se"] == pytest.approx(stats.sem(diff))
+    assert (d["ci_low"], d["ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert msd["logloss_vs_base"]["mean"] == pytest.approx(0.0) and "auc_vs_base" not in base
+    text = markdown(report, cfg)
+    assert "| base | 3 | 0.7000 ± 0.0100 | 0.6000 ± 0.0000 |" in text
+    assert f"| msd-metadata | 3 | {diff.mean():+.4f} ± {stats.sem(diff):.4f} [{ci.low:+.4f}, {ci.high:+.4f}] |" in text
     assert "| metadata | 1.0000 | 0.2000 | 3 |" in text
-    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG" and paths["png"].endswith("report.png")
+    assert metrics_png(report["variants"])[:4] == b"\x89PNG"
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(900)
+def test_report_is_a_sweep_that_distils_each_student_once_and_a_rerun_trains_nothing(tmp_path, shared_data,
+                                                                                      ray_cluster, capsys):
+    """base and MSD (metadata teacher) x seeds 0, 1 on a 30-user slice: the student is distilled on
+    the driver before the four trials start (two at a time, one worker each)."""
+    from test_msd_knowledge import slice_config
+
+    from distrec.cli import main
+    from distrec.methods.msd.data import ensure_imported
+    from distrec.methods.msd.knowledge import run_knowledge_job
+
+    data = tmp_path / "data"
+    overrides = [
+        f"data.train={data}/train", f"data.valid={data}/valid", f"data.schema={data}/schema.yaml",
+        f"method.entities.items_path={data}/items.parquet", f"method.entities.users_path={data}/users.parquet",
+        f"method.entities.sequences_path={data}/sequences", f"method.entities.import_from={shared_data}/ml-100k",
+        "method.entities.import_max_users=30", f"method.knowledge.output={tmp_path}/knowledge",
+        "method.knowledge.limit=60", f"run.output_dir={tmp_path}/runs", f"method.report.output={tmp_path}/report",
+        f"method.report.knowledge.metadata={tmp_path}/knowledge", "method.report.ablations=[]",
+        "method.distill.max_steps=4", "method.student.max_length=8", "method.distill.knowledge_max_length=32",
+        "method.distill.batch_size=16", "method.semantics.cache_min_freq=2", "data.batch_size=32",
+        "trainer.max_steps=6", "trainer.log_every=100", "trainer.num_workers=1", "trainer.cpus_per_worker=0.5",
+        "sweep.name=msd-smoke-report", "sweep.grid.method.report.variant=[base,msd-metadata]", "sweep.seeds=[0,1]",
+        "sweep.baseline.method.report.variant=base", "sweep.metric=auc", "sweep.max_concurrent=2", "sweep.poll_s=0.5",
+    ]
+    cfg = slice_config(tmp_path, shared_data, *overrides)
+    ensure_imported(cfg)
+    run_knowledge_job(cfg)  # the teacher's knowledge exists before the report (distrec msd knowledge)
+
+    assert main(["msd", "report", "configs/msd/smoke.yaml", *overrides]) == 0
+    student = tmp_path / "report" / "students" / "metadata"
+    assert (student / "config.json").is_file()
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.endswith("-distill")] == \
+        ["msd-smoke-report-metadata-distill"]  # one distillation, on the driver
+    sweep_dir = tmp_path / "runs" / "msd-smoke-report"
+    trial_dirs = [sweep_dir / f"method.report.variant={v}_seed={s}" for v in ("base", "msd-metadata") for s in (0, 1)]
+    for trial_dir in trial_dirs:
+        record = json.loads((trial_dir / "trial.json").read_text())
+        assert record["status"] == "finished" and 0.0 <= record["metrics"]["auc"] <= 1.0
+        assert "rare_items_auc" in record["metrics"]
+    report = json.loads((sweep_dir / "report.json").read_text())
+    assert report["variants"]["msd-metadata"]["seeds"] == [0, 1]
+    assert report["variants"]["msd-metadata"]["auc_vs_base"]["n"] == 2 and "metadata" in report["distillation"]
+    text = (sweep_dir / "report.md").read_text()
+    assert "| base | 2 |" in text and "| msd-metadata | 2 |" in text and "Δ AUC, rare items" in text
+    assert (sweep_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert (sweep_dir / "results.md").is_file()
+
+    trained = {p: p.stat().st_mtime_ns for d in [*trial_dirs, student] for p in d.rglob("*") if p.is_file()}
+    (sweep_dir / "report.md").unlink()
+    assert main(["msd", "report", "configs/msd/smoke.yaml", *overrides]) == 0  # the rerun: nothing trains
+    assert {p: p.stat().st_mtime_ns for d in [*trial_dirs, student] for p in d.rglob("*") if p.is_file()} == trained
+    assert "| msd-metadata | 2 |" in (sweep_dir / "report.md").read_text()
 
 
 def test_rare_item_metrics_cover_exactly_the_rows_of_rare_items(tmp_path, shared_data):

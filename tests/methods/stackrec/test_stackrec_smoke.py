@@ -15,13 +15,15 @@ from distrec.train.checkpoint import read_meta
 EMBEDDINGS = "sparse.embeddings.item_seq.weight"
 
 
-def smoke_config(tmp_path, data, *overrides):
+def smoke_overrides(tmp_path, data, *overrides) -> list[str]:
     """configs/stackrec/smoke.yaml on 200 generated sequences under ``data``, runs under tmp_path."""
-    return load_config("configs/stackrec/smoke.yaml", [
-        f"run.output_dir={tmp_path / 'runs'}", f"data.schema={data}/schema.yaml", f"data.train={data}/train",
-        f"data.valid={data}/valid", f"data.test={data}/test", "method.synthetic.num_sequences=200",
-        "trainer.log_every=100", *overrides,
-    ])
+    return [f"run.output_dir={tmp_path / 'runs'}", f"data.schema={data}/schema.yaml", f"data.train={data}/train",
+            f"data.valid={data}/valid", f"data.test={data}/test", "method.synthetic.num_sequences=200",
+            "trainer.log_every=100", *overrides]
+
+
+def smoke_config(tmp_path, data, *overrides):
+    return load_config("configs/stackrec/smoke.yaml", smoke_overrides(tmp_path, data, *overrides))
 
 
 @pytest.mark.timeout(420)
@@ -74,12 +76,15 @@ def test_ts_smoke_trains_stacks_resumes_and_reports(tmp_path):
 
     scratch = run_variant(cfg, "scratch", spawn_launcher)
     assert [r["blocks"] for r in scratch["stages"]] == [4] and scratch["steps"] == [10]
-    report = write_report(cfg, {"scratch": scratch, "adjacent": stacked}, str(tmp_path / "report"), "test machine")
+    report = write_report(cfg, {"scratch": {0: scratch}, "adjacent": {0: stacked}}, str(tmp_path / "report"),
+                          "test machine")
     row = next(r for r in report["variants"] if r["variant"] == "adjacent")
     assert row["speedup_vs_scratch"] == pytest.approx(scratch["time_to_best_s"] / stacked["time_to_best_s"])
+    assert row["vs_scratch"]["n"] == 1 and row["vs_scratch"]["se"] is None  # one seed: no spread
     assert json.loads((tmp_path / "report" / "report.json").read_text())["variants"][1]["stages"] == [2, 4]
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "| adjacent | 2→4 |" in markdown and f"| {stacked['eval_s']:.1f} | {stacked['checkpoint_s']:.1f} |" in markdown
+    assert "| adjacent | 1 | 2→4 |" in markdown
+    assert f"| {stacked['eval_s']:.1f} | {stacked['checkpoint_s']:.1f} |" in markdown
     assert (tmp_path / "report" / PLOT).read_bytes()[:4] == b"\x89PNG"
 
 
