@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from distrec.experiments.command_line import add_sweep_arguments, trials_exit_code
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     sweep = subparsers.add_parser(
@@ -14,17 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "<run.output_dir>/<sweep.name>. Rerunning the same command resumes: finished trials "
                     "are kept. Swept keys take lists on the command line: sweep.grid.dense.lr=[0.001,0.01]",
     )
-    sweep.add_argument("config")
-    sweep.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sweep.seeds=[0,1,2]")
-    sweep.add_argument("--address", default=None,
-                       help="Ray cluster to run on (default: trainer.address, RAY_ADDRESS, else a local Ray)")
-    sweep.add_argument("--no-run", action="store_true", help="only rebuild the results from finished trials")
+    add_sweep_arguments(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
 
 def cmd_sweep(args) -> int:
-    from distrec.experiments.sweep import run_sweep
-    from distrec.methods import load_config
+    from distrec.methods import load_config, run_sweep
     from distrec.train.progress import configure_logging
 
     configure_logging()
@@ -33,8 +30,4 @@ def cmd_sweep(args) -> int:
     print(f"{outcome.finished} of {outcome.total} trials have results in {outcome.dir}")
     for path in outcome.paths.values():
         print(f"  {path}")
-    if outcome.errored:
-        print(f"{len(outcome.errored)} trial(s) failed: {', '.join(outcome.errored)}; rerun the same command "
-              "to retry them (finished trials are kept)")
-        return 1
-    return 0
+    return trials_exit_code(outcome.errored)

@@ -36,6 +36,7 @@ import os
 import posixpath
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from omegaconf import DictConfig
 
@@ -109,10 +110,20 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
     return SweepPlan(cfg, sweep_dir(cfg), trials, configs, baseline_index)
 
 
-def run_sweep(cfg: DictConfig, address: str | None = None, run: bool = True) -> SweepOutcome:
+@dataclass(frozen=True)
+class TrialRunner:
+    """What a trial is, given by the layer above (``distrec.methods.run_sweep``): ``prepare(cfg)``
+    makes a trial's data exist (on the driver, before any trial starts), ``train(cfg)`` trains it
+    and returns its final metrics (in the trial's Tune actor: a module-level function)."""
+
+    prepare: Callable
+    train: Callable
+
+
+def run_sweep(cfg: DictConfig, runner: TrialRunner, address: str | None = None, run: bool = True) -> SweepOutcome:
     """Run the sweep's unfinished trials (``run=False``: none), then write its results."""
     plan = plan_sweep(cfg)
-    errored = _run_trials(plan, address) if run else []
+    errored = _run_trials(plan, runner, address) if run else []
     records = collect_records(plan.trials, plan.fingerprints(), plan.run_dirs())
     sweep = cfg.sweep
     paths, markdown = write_results(plan.dir, sweep.name, plan.trials, records, sweep.metric, str(sweep.mode),
@@ -123,14 +134,13 @@ def run_sweep(cfg: DictConfig, address: str | None = None, run: bool = True) -> 
 # --- Tune --------------------------------------------------------------------------------------
 
 
-def _run_trials(plan: SweepPlan, address: str | None) -> list[str]:
+def _run_trials(plan: SweepPlan, runner: TrialRunner, address: str | None) -> list[str]:
     from ray import tune
 
-    from distrec.methods import prepare_data
     from distrec.train.launcher import ensure_ray
 
     for config in plan.configs.values():  # before any trial starts: concurrent trials must not race to write data
-        prepare_data(config)
+        runner.prepare(config)
     sweep, configs = plan.cfg.sweep, list(plan.configs.values())
     per_trial = max(c.trainer.num_workers * c.trainer.cpus_per_worker for c in configs) + TRIAL_DRIVER_CPUS
     ensure_ray(address or plan.cfg.trainer.address, sweep.max_concurrent * per_trial,
@@ -141,7 +151,7 @@ def _run_trials(plan: SweepPlan, address: str | None) -> list[str]:
     fingerprints = plan.fingerprints()
     specs = {t.id: {"config": config_to_dict(plan.configs[t.id]), "fingerprint": fingerprints[t.id],
                     "point": t.point, "seed": t.seed} for t in plan.trials}
-    options = {"metric": sweep.metric, "poll_s": float(sweep.poll_s),
+    options = {"metric": sweep.metric, "poll_s": float(sweep.poll_s), "train": runner.train,
                "report_below_step": plan.cfg.trainer.max_steps if sweep.asha else -1}
     trainable = tune.with_resources(tune.with_parameters(run_trial, specs=specs, options=options),
                                     {"CPU": TRIAL_DRIVER_CPUS})
@@ -234,14 +244,12 @@ def _train_reporting(cfg, options: dict) -> dict:
     metrics.jsonl goes to Tune (a trial hook whose runs live deeper reports its final metrics only)."""
     from ray import tune
 
-    from distrec.methods import train_trial
-
     run_dir = trial_run_dir(cfg)
     outcome: dict = {}
 
     def target() -> None:
         try:
-            outcome["metrics"] = train_trial(cfg)
+            outcome["metrics"] = options["train"](cfg)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the trainable's thread below
             outcome["error"] = exc
 

@@ -125,3 +125,11 @@ def importers() -> dict[str, Callable]:
     for r in RECIPES.values():
         found.update((name, _function(target)) for name, target in r.importers.items())
     return found
+
+
+def run_sweep(cfg, address: str | None = None, run: bool = True):
+    """``distrec sweep``: the config's sweep, each trial a recipe's trial hook or ``distrec run``."""
+    from distrec.experiments.sweep import TrialRunner
+    from distrec.experiments.sweep import run_sweep as run_trials
+
+    return run_trials(cfg, TrialRunner(prepare_data, train_trial), address=address, run=run)

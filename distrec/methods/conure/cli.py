@@ -5,8 +5,10 @@ task, compare Conure with its baselines.
   tasks the run has not learned yet on Ray Train workers (a later call with more tasks adds them).
 - ``eval --task K``: metrics of task K (1-based index or name) from the run's checkpoint, on
   ``--workers`` local gloo processes.
-- ``report``: runs each strategy (conure, finetune_all, separate) whose run lacks tasks
-  (``--no-run`` skips that), then writes ``<run_dir>/report/conure_report.{md,json,png}``.
+- ``report``: the config's sweep (``method.strategy`` x seeds, as ``distrec sweep CONFIG`` runs it:
+  trials without a result are run on Ray Tune, locally or on a cluster; ``--no-run`` runs none),
+  then ``conure_report.{md,json,png}`` in the sweep's folder from each trial's run directory
+  (``distrec.methods.conure.report``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-STRATEGY_SUFFIX = {"conure": "", "finetune_all": "-finetune_all", "separate": "-separate"}
+from distrec.experiments.command_line import add_sweep_arguments, trials_exit_code
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,10 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--workers", type=int, default=1)
     ev.set_defaults(func=_eval)
 
-    rep = commands.add_parser("report", help="Conure vs fine-tune-all vs one model per task")
-    rep.add_argument("config")
-    rep.add_argument("overrides", nargs="*")
-    rep.add_argument("--no-run", action="store_true", help="report existing runs only")
+    rep = commands.add_parser("report", help="Conure vs fine-tune-all vs one model per task: the config's "
+                                             "sweep (strategies x seeds; rerun to resume), then the report")
+    add_sweep_arguments(rep, "sweep.seeds=[0,1]")
     rep.set_defaults(func=_report)
 
 
@@ -75,24 +76,10 @@ def _eval(args) -> int:
 
 
 def _report(args) -> int:
-    import posixpath
-
-    from distrec.config.load import run_dir
-    from distrec.methods.conure.report import build_report, write_report
-    from distrec.methods.conure.tasks import ConureState
+    from distrec.methods.conure.report import run_report
     from distrec.train.progress import configure_logging
 
     configure_logging()
-    base = _config(args)
-    runs = {}
-    for strategy, suffix in STRATEGY_SUFFIX.items():
-        cfg = _config(args, [f"method.strategy={strategy}", f"run.name={base.run.name}{suffix}"])
-        state = ConureState.load(run_dir(cfg), strategy)
-        if len(state.tasks) < len(cfg.method.tasks) and not args.no_run:
-            run_tasks(cfg)
-            state = ConureState.load(run_dir(cfg), strategy)
-        if state.tasks:
-            runs[strategy] = (run_dir(cfg), state)
-    paths = write_report(build_report(runs), posixpath.join(run_dir(base), "report"))
-    print(json.dumps(paths, indent=2))
-    return 0
+    report = run_report(_config(args), address=args.address, run=not args.no_run)
+    print(json.dumps(report["paths"], indent=2))
+    return trials_exit_code(report["errored"])

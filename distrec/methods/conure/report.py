@@ -1,6 +1,19 @@
-"""Conure vs the baselines: per-task metrics after each stage (markdown + JSON + a PNG heat map
-task × stage per strategy), parameter counts, and whether old tasks' probe outputs stayed
-bit-identical."""
+"""``distrec conure report CONFIG``: Conure vs its baselines, as the config's sweep.
+
+The runs are the config's ``sweep:`` section, run by ``distrec.experiments.sweep`` exactly as
+``distrec sweep CONFIG`` runs it (Ray Tune trials, on a laptop's embedded Ray or on a cluster;
+rerunning resumes and never trains a finished trial again): ``method.strategy`` (conure,
+finetune_all, separate) x ``sweep.seeds``, each trial one ``distrec run`` = the whole task
+sequence in its own run directory ``<run.output_dir>/<sweep.name>/<trial id>/``.
+
+From each finished trial's run directory (found through the sweep's results.json) it reads the
+run's registry (``conure_state.json``) and probe outputs and writes, beside the sweep's own results
+files, ``conure_report.{md,json,png}``: per strategy the task x stage matrix of each task's main
+metric (mean ± std over seeds), whether old tasks' probe outputs after the last stage are
+bit-identical to those after their own stage (in every seed), the parameter counts, a forgetting
+table (each task's metric after its own stage minus after the last stage) and a heat map of the
+matrices. Statistics: ``distrec.experiments.results.mean_std`` (sample std; one seed: none).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +24,45 @@ import posixpath
 
 import torch
 
+from distrec.experiments.results import FINISHED, mean_std
 from distrec.methods.conure.tasks import ConureState
 from distrec.storage import atomic_open, filesystem, write_text_atomic
 from distrec.train.plots import figure_png
 
 MAIN_METRIC = {"next_item": "mrr@5", "item_rec": "mrr@5", "profile": "accuracy"}
+STRATEGY_KEY = "method.strategy"
+REPORT_FILES = ("conure_report.md", "conure_report.json", "conure_report.png")
+
+
+def run_report(cfg, address: str | None = None, run: bool = True) -> dict:
+    """Run the sweep's unfinished trials (``run=False``: none), then write the report from every
+    finished trial's run. Returns the report (``report["paths"]``: the files written)."""
+    from distrec.methods import run_sweep
+
+    outcome = run_sweep(cfg, address=address, run=run)
+    fs, path = filesystem(outcome.paths["results.json"])
+    results = json.loads(fs.cat_file(path))
+    report = build_report(trial_runs(cfg, outcome.dir, results))
+    report["sweep"] = {"name": results["sweep"], "dir": outcome.dir, "trials": len(results["trials"]),
+                       "unfinished": results["unfinished"]}
+    paths = write_report(report, outcome.dir)
+    report["paths"] = {**outcome.paths, **paths}
+    report["errored"] = outcome.errored
+    return report
+
+
+def trial_runs(cfg, sweep_dir: str, results: dict) -> dict[str, dict[int, tuple[str, ConureState]]]:
+    """``{strategy: {seed: (run_dir, state)}}`` of the sweep's finished trials."""
+    runs: dict = {}
+    for trial in results["trials"]:
+        if trial["status"] != FINISHED:
+            continue
+        strategy = str(trial["overrides"].get(STRATEGY_KEY, cfg.method.strategy))
+        run_dir = posixpath.join(sweep_dir, trial["id"])
+        state = ConureState.load(run_dir, strategy)
+        if state.tasks:
+            runs.setdefault(strategy, {})[int(trial["seed"])] = (run_dir, state)
+    return runs
 
 
 def strategy_table(state: ConureState) -> dict:
@@ -48,30 +95,68 @@ def _load(path: str):
     return torch.load(io.BytesIO(fs.cat_file(p)))
 
 
-def build_report(runs: dict[str, tuple[str, ConureState]]) -> dict:
-    """``runs[strategy] = (run_dir, state)`` -> the report as a JSON-able dict."""
-    report = {"strategies": {}}
-    for strategy, (run_dir, state) in runs.items():
-        entry = strategy_table(state)
-        entry["run_dir"] = run_dir
-        entry["old_task_outputs_bit_identical"] = probes_unchanged(run_dir, state)
-        report["strategies"][strategy] = entry
+def build_report(runs: dict[str, dict[int, tuple[str, ConureState]]]) -> dict:
+    """``runs[strategy][seed] = (run_dir, state)`` -> the report as a JSON-able dict: per strategy
+    each seed's table, the mean ± std matrix over seeds, bit-identity over seeds and forgetting."""
+    report: dict = {"strategies": {}}
+    for strategy, by_seed in runs.items():
+        seeds = {}
+        for seed, (run_dir, state) in sorted(by_seed.items()):
+            entry = strategy_table(state)
+            entry["run_dir"] = run_dir
+            entry["old_task_outputs_bit_identical"] = probes_unchanged(run_dir, state)
+            seeds[seed] = entry
+        first = next(iter(seeds.values()))
+        tasks = list(first["main_metric"])
+        matrix, forgetting, identical = {}, {}, {}
+        for name in tasks:
+            stages = sorted({s for e in seeds.values() for s in e["main_metric"].get(name, {})})
+            matrix[name] = {s: _stat([e["main_metric"].get(name, {}).get(s) for e in seeds.values()])
+                            for s in stages}
+            if stages:  # own stage (the first it was evaluated at) minus the last stage
+                forgetting[name] = _stat([e["main_metric"][name][stages[0]] - e["main_metric"][name][stages[-1]]
+                                          for e in seeds.values()
+                                          if stages[0] in e["main_metric"].get(name, {})
+                                          and stages[-1] in e["main_metric"].get(name, {})])
+            same = [e["old_task_outputs_bit_identical"].get(name) for e in seeds.values()]
+            identical[name] = None if any(v is None for v in same) else all(same)
+        report["strategies"][strategy] = {
+            "seeds": seeds, "main_metric": matrix, "forgetting": forgetting,
+            "old_task_outputs_bit_identical": identical, "params": first["params"], "kinds": first["kinds"]}
     return report
 
 
-def _fmt(v) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+def _stat(values: list) -> dict | None:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return None
+    mean, std = mean_std(finite)
+    return {"mean": mean, "std": None if math.isnan(std) else std, "n": len(finite)}
+
+
+def _fmt(st: dict | None, signed: bool = False) -> str:
+    if st is None:
+        return "–"
+    mean = f"{st['mean']:+.4f}" if signed else f"{st['mean']:.4f}"
+    return mean if st["std"] is None else f"{mean} ± {st['std']:.4f}"
 
 
 def report_markdown(report: dict) -> str:
+    sweep = report.get("sweep", {})
     lines = ["# Conure: per-task metric after each stage", "",
              "Metric: MRR@5 for next_item / item_rec tasks, accuracy for profile tasks; stage k = "
-             "after learning task k.", ""]
+             "after learning task k; mean ± std over seeds.", ""]
+    if sweep:
+        unfinished = sweep["unfinished"]
+        shown = ", ".join(unfinished[:8]) + (", ..." if len(unfinished) > 8 else "")
+        lines += [f"Sweep `{sweep['name']}` ({sweep['dir']}): {sweep['trials']} of {sweep['trials'] + len(unfinished)} "
+                  "trials have results" + (f"; without results yet: {shown}" if unfinished else "") + ".", ""]
     for strategy, entry in report["strategies"].items():
         table = entry["main_metric"]
         stages = sorted({s for row in table.values() for s in row})
-        lines += [f"## {strategy}", "", "| task | " + " | ".join(f"stage {s}" for s in stages)
-                  + " | outputs bit-identical |", "|---" * (len(stages) + 2) + "|"]
+        lines += [f"## {strategy} (seeds {', '.join(str(s) for s in entry['seeds'])})", "",
+                  "| task | " + " | ".join(f"stage {s}" for s in stages) + " | outputs bit-identical |",
+                  "|---" * (len(stages) + 2) + "|"]
         for name, row in table.items():
             same = entry["old_task_outputs_bit_identical"].get(name)
             lines.append(f"| {name} | " + " | ".join(_fmt(row.get(s)) for s in stages)
@@ -81,6 +166,16 @@ def report_markdown(report: dict) -> str:
         if "conv_weights_per_task" in params:
             used = ", ".join(f"{k} {v:,}" for k, v in params["conv_weights_per_task"].items())
             lines.append(f"(conv weights owned per task: {used}; still free: {params['conv_weights_free']:,})")
+        lines.append("")
+    strategies = list(report["strategies"])
+    if strategies:
+        tasks = list(dict.fromkeys(t for e in report["strategies"].values() for t in e["forgetting"]))
+        lines += ["## Forgetting: metric after the task's own stage minus after the last stage", "",
+                  "(0: nothing forgotten; positive: the task got worse as later tasks were learned)", "",
+                  "| task | " + " | ".join(strategies) + " |", "|---" * (len(strategies) + 1) + "|"]
+        for name in tasks:
+            lines.append(f"| {name} | " + " | ".join(
+                _fmt(report["strategies"][s]["forgetting"].get(name), signed=True) for s in strategies) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -93,12 +188,14 @@ def heatmap_png(report: dict) -> bytes:
     import numpy as np
 
     strategies = list(report["strategies"])
-    fig, axes = plt.subplots(1, len(strategies), figsize=(4.5 * len(strategies), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(strategies)), figsize=(4.5 * max(1, len(strategies)), 3.5),
+                             squeeze=False)
     for ax, strategy in zip(axes[0], strategies):
         table = report["strategies"][strategy]["main_metric"]
         tasks = list(table)
         stages = sorted({s for row in table.values() for s in row})
-        grid = np.array([[table[t].get(s, np.nan) for s in stages] for t in tasks], dtype=float)
+        grid = np.array([[table[t][s]["mean"] if table[t].get(s) else np.nan for s in stages] for t in tasks],
+                        dtype=float)
         # colour per row (each task's metric has its own scale): share of that task's best value
         row_max = np.nanmax(np.where(np.isnan(grid), -np.inf, grid), axis=1, keepdims=True)
         ax.imshow(grid / np.where(row_max > 0, row_max, 1.0), cmap="viridis", aspect="auto", vmin=0, vmax=1)
@@ -108,7 +205,7 @@ def heatmap_png(report: dict) -> bytes:
                     ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="w", fontsize=8)
         ax.set_xticks(range(len(stages)), [f"after T{s}" for s in stages], fontsize=8)
         ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
-        ax.set_title(strategy)
+        ax.set_title(f"{strategy} (mean over seeds)")
     fig.tight_layout()
     return figure_png(fig, dpi=120)
 
@@ -116,7 +213,7 @@ def heatmap_png(report: dict) -> bytes:
 def write_report(report: dict, out_dir: str) -> dict[str, str]:
     fs, path = filesystem(out_dir)
     fs.makedirs(path, exist_ok=True)
-    paths = {ext: posixpath.join(path, f"conure_report.{ext}") for ext in ("md", "json", "png")}
+    paths = {name.rsplit(".", 1)[1]: posixpath.join(out_dir, name) for name in REPORT_FILES}
     write_text_atomic(paths["md"], report_markdown(report), fs)
     write_text_atomic(paths["json"], json.dumps(report, indent=1, default=str), fs)
     with atomic_open(paths["png"], fs, "wb") as fh:

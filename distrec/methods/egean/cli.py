@@ -1,10 +1,12 @@
-"""``distrec egean synth`` (ground-truth impressions) and ``distrec egean report CONFIG``."""
+"""``distrec egean synth`` (ground-truth impressions) and ``distrec egean report CONFIG`` (the config's
+sweep, then the EGEAN tables: see ``distrec.methods.egean.report``)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields
 
+from distrec.experiments.command_line import add_sweep_arguments, trials_exit_code
 from distrec.methods.egean.config import GroundTruthConfig
 
 
@@ -24,10 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.set_defaults(func=_synth)
 
     report = commands.add_parser(
-        "report", help="train EGEAN and the baselines over seeds x shift strengths on ground-truth "
-                       "data; write report.md, report.json and bias_vs_shift.png")
-    report.add_argument("config")
-    report.add_argument("overrides", nargs="*", help="key=value overrides, e.g. method.report.seeds=[0,1]")
+        "report", help="run the config's sweep (variants x shift strengths x seeds on ground-truth data, "
+                       "as `distrec sweep`; rerun to resume), then write report.md, report.json and "
+                       "bias_vs_shift.png beside its results")
+    add_sweep_arguments(report, "sweep.seeds=[0,1]")
     report.set_defaults(func=_report)
 
 
@@ -48,6 +50,8 @@ def _report(args: argparse.Namespace) -> int:
 
     configure_logging()
     cfg = load_config(args.config, args.overrides)
-    run_report(cfg)
-    print(f"wrote report.md, report.json and bias_vs_shift.png to {report_dir(cfg)}")
-    return 0
+    report = run_report(cfg, address=args.address, run=not args.no_run)
+    meta = report["meta"]
+    print(f"{meta['finished']} of {meta['trials']} trials have results; "
+          f"wrote report.md, report.json and bias_vs_shift.png to {report_dir(cfg)}")
+    return trials_exit_code(report["errored"])

@@ -85,16 +85,6 @@ class GroundTruthConfig:
 
 
 @dataclass
-class ReportConfig:
-    """``distrec egean report CONFIG``: every model x seed x shift on generated ground-truth data."""
-
-    models: List[Variant] = field(default_factory=lambda: list(Variant))
-    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
-    shifts: List[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0])
-    out: Optional[str] = None  # default: <run.output_dir>/<run.name>/report
-
-
-@dataclass
 class MethodConfig:
     weights: LossWeights = field(default_factory=LossWeights)
     click_label: str = "click"
@@ -123,4 +113,3 @@ class MethodConfig:
     # (e.g. the item-side fields, giving unexposed user-item pairs)
     exposure_shuffle_fields: List[str] = field(default_factory=list)
     ground_truth: Optional[GroundTruthConfig] = None  # generate data.train/valid/schema if absent
-    report: ReportConfig = field(default_factory=ReportConfig)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from distrec.experiments.command_line import add_sweep_arguments, trials_exit_code
+
 
 def _config(args):
     from distrec.methods import load_config
@@ -49,11 +51,7 @@ def cmd_report(args) -> int:
     configure_logging()
     report = run_report(_config(args), address=args.address, run=not args.no_run)
     print(json.dumps(report["paths"], indent=2))
-    if report["errored"]:
-        print(f"{len(report['errored'])} trial(s) failed: {', '.join(report['errored'])}; rerun the same "
-              "command to retry them (finished trials are kept)")
-        return 1
-    return 0
+    return trials_exit_code(report["errored"])
 
 
 def register(subparsers) -> None:
@@ -66,10 +64,9 @@ def register(subparsers) -> None:
                                "(rerun to resume); markdown + JSON + PNG beside its results"),
     ):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("config")
-        p.add_argument("overrides", nargs="*", help="key=value overrides")
         if name == "report":
-            p.add_argument("--address", default=None,
-                           help="Ray cluster to run on (default: trainer.address, RAY_ADDRESS, else a local Ray)")
-            p.add_argument("--no-run", action="store_true", help="only rebuild the report from finished trials")
+            add_sweep_arguments(p)
+        else:
+            p.add_argument("config")
+            p.add_argument("overrides", nargs="*", help="key=value overrides")
         p.set_defaults(func=func)

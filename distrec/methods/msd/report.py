@@ -81,7 +81,7 @@ def run_report(cfg, address: str | None = None, run: bool = True) -> dict:
     """Distil the missing students, run the sweep's unfinished trials (``run=False``: neither),
     then write report.json / report.md / report.png beside the sweep's results. Returns the report
     (``report["paths"]``: every file written; ``report["errored"]``: trials that failed)."""
-    from distrec.experiments.sweep import run_sweep
+    from distrec.methods import run_sweep
 
     distillation = distil_students(cfg, swept_variants(cfg), run)
     outcome = run_sweep(cfg, address=address, run=run)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from distrec.experiments.command_line import add_sweep_arguments, trials_exit_code
+
 VARIANT_CHOICES = ("adjacent", "cross", "scratch")
 
 
@@ -41,13 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     report = commands.add_parser("report", help="scratch vs stacked x seeds, as the config's sweep: run what is "
                                  "missing (rerun to resume), then write the report")
-    report.add_argument("config")
-    report.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sweep.seeds=[0,1,2]")
+    add_sweep_arguments(report)
     report.add_argument("--variants", default=None, help="e.g. scratch,adjacent (default: the config's "
                         "sweep.grid.method.variant)")
-    report.add_argument("--address", default=None,
-                        help="Ray cluster to run on (default: trainer.address, RAY_ADDRESS, else a local Ray)")
-    report.add_argument("--no-run", action="store_true", help="only rebuild the report from finished trials")
     report.add_argument("--out", default=None, help="default: method.report_dir or the sweep's directory")
     report.add_argument("--machine", default=None, help="machine description for the report")
     report.set_defaults(func=cmd_report)
@@ -109,8 +107,4 @@ def cmd_report(args) -> int:
                                       machine=args.machine)
     print(to_markdown(report))
     print(f"report written to {out}")
-    if errored:
-        print(f"{len(errored)} trial(s) failed: {', '.join(errored)}; rerun the same command to retry them "
-              "(finished trials are kept)")
-        return 1
-    return 0
+    return trials_exit_code(errored)

@@ -245,7 +245,8 @@ def run_report(cfg, address: str | None = None, run: bool = True, out: str | Non
     import platform
 
     from distrec.experiments.results import collect_records
-    from distrec.experiments.sweep import plan_sweep, run_sweep
+    from distrec.experiments.sweep import plan_sweep
+    from distrec.methods import run_sweep
 
     plan = plan_sweep(cfg)
     run_dirs = plan.run_dirs()
