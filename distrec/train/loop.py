@@ -27,6 +27,7 @@ from typing import Callable
 
 from distrec.config.load import run_dir
 from distrec.data.schema import FeatureSchema
+from distrec.errors import ConfigError
 from distrec.storage import filesystem, write_text_atomic
 from distrec.train.data_feed import DataFeed
 from distrec.train.distributed import seed_everything, worker_info
@@ -157,6 +158,9 @@ class TrainLoop:
         sch, st = self.schedule, self.state
         if not sch.early_stopping_metric:
             return
+        if sch.early_stopping_metric not in metrics:
+            raise ConfigError(f"trainer.early_stopping.metric={sch.early_stopping_metric!r} is not among the "
+                              f"evaluation's metrics: {sorted(metrics)}")
         value = metrics[sch.early_stopping_metric]
         better = st.best is None or (value > st.best if sch.early_stopping_mode == "max" else value < st.best)
         if better and math.isfinite(value):

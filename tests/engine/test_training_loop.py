@@ -65,3 +65,15 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp
     assert [p["step"] for p in summary["curve"]] == [6, 12, 18]
     assert summary["best_step"] == 6 and summary["best_checkpoint"].endswith("step-000000006")
     assert summary["test"]["auc"] == pytest.approx(summary["curve"][0]["auc"], rel=1e-6)
+
+
+def test_an_unknown_early_stopping_metric_names_the_evaluated_ones():
+    from types import SimpleNamespace
+
+    from distrec.errors import ConfigError
+    from distrec.train.loop import LoopSchedule, TrainLoop
+
+    loop = TrainLoop(SimpleNamespace(resumed_meta={}), None, LoopSchedule(epochs=1, early_stopping_metric="aucc"))
+    with pytest.raises(ConfigError, match=r"trainer.early_stopping.metric='aucc' is not among the "
+                                          r"evaluation's metrics: \['auc', 'logloss'\]"):
+        loop._track_best({"auc": 0.7, "logloss": 0.5})
