@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark at its default size on this machine and writes benchmarks/results/*.json
-# (plus scaling.md). About 20-35 minutes on 2 cores; pass extra args to every script, e.g.
+# (plus scaling.md); its run time is not recorded. Pass extra args to every script, e.g.
 #   benchmarks/run_all.sh --rounds 3
 # GPU machines: benchmarks/gpu_suite.sh instead.
 set -euo pipefail
