@@ -213,8 +213,8 @@ def train_loop(cfg, in_ray: bool, build: BuildModel, evaluate: Evaluate, *, seed
     progress.skip_to(session.state.step)
     loop.run(progress)
 
-    final = {"samples_per_s": progress.last_samples_per_s, "epoch_rows": session.last_epoch_rows,
-             **loop.last_metrics}
+    final = {"step": session.state.step, "samples_per_s": progress.last_samples_per_s,
+             "epoch_rows": session.last_epoch_rows, **loop.last_metrics}
     summary = {**(summary_extra or {}), **loop.summary(time.perf_counter() - wall_start)}
     if "test" in feeds:
         if loop.state.best_checkpoint:

@@ -9,9 +9,9 @@ from distrec.cli import main
 
 
 def data_overrides(data):
-    return [f"data.train={data / 'train'}", f"data.valid={data / 'valid'}", "data.test=null",
+    return [f"data.train={data / 'train'}", f"data.valid={data / 'valid'}",
             f"data.schema={data / 'train' / 'schema.yaml'}", "data.synth.rows=2000",
-            "data.synth.valid_rows=500", "data.synth.rows_per_file=1000"]
+            "data.synth.valid_rows=500", "data.synth.rows_per_file=1000", "data.test=null"]
 
 
 @pytest.fixture

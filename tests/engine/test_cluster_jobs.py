@@ -24,8 +24,7 @@ def submit(tmp_path, dashboard, *overrides):
 
 def run_outputs(tmp_path, name):
     run_dir = tmp_path / "runs" / name
-    summary = json.loads((run_dir / "summary.json").read_text())
-    metrics = {**summary["final"], "step": summary["steps"]}  # validation and test metrics
+    metrics = json.loads((run_dir / "summary.json").read_text())["final"]  # validation and test metrics
     placement = json.loads((run_dir / "placement.json").read_text())
     return metrics, placement
 

@@ -18,9 +18,9 @@ def test_distrec_run_trains_egean_on_ray(tmp_path, ray_cluster, capsys):
         "data.batch_size=128", "metrics.tensorboard=false",
     ]) == 0
     printed = capsys.readouterr().out
-    assert '"cvr_bias_exposure"' in printed  # `distrec run` prints the final metrics
+    assert "done: step 8" in printed and "ctcvr_auc" in printed  # `distrec run` ends with its summary
     run_dir = tmp_path / "runs" / "egean-smoke"
-    final = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    final = json.loads((run_dir / "summary.json").read_text())["final"]
     assert final["step"] == 8  # 2000 rows / (128 x 2 workers), last batch padded
     assert final["epoch_rows"] == 2000 and final["ctr_num_rows"] == 1000
     assert final["ctr_auc"] > 0.7
