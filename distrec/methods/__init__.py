@@ -1,9 +1,10 @@
 """The method registry: one ``Recipe`` record per method, the only list of methods there is.
 
 A method lives in ``distrec/methods/<name>/``: ``config.py`` (its typed ``model``/``method`` config
-sections), ``recipe.py`` (``build_model``, ``train_worker`` and optionally ``prepare_data``), and,
-when it has commands of its own, ``cli.py`` (``register(subparsers)``). Modules are named here as
-strings and imported on use, so ``distrec --help`` does not load torch or any method.
+sections), ``recipe.py`` (``build_model`` and ``train_worker``, which runs ``distrec.train.loop``),
+and, when it has commands of its own, ``cli.py`` (``register(subparsers)``); its record here names
+its data hook, importers and sweep trial. Modules are named as strings and imported on use, so
+``distrec --help`` does not load torch or any method.
 """
 
 from __future__ import annotations
@@ -98,13 +99,12 @@ def prepare_data(cfg) -> None:
     write_synthetic_splits(cfg)
 
 
-def train(cfg, entry: str | None = None) -> dict:
-    """``distrec run``: prepare the data, then train on Ray Train workers; the final metrics.
-    ``entry`` ("module:function") replaces the recipe's worker, e.g. MSD's distillation job."""
+def train(cfg) -> dict:
+    """``distrec run``: prepare the data, then train on Ray Train workers; the final metrics."""
     from distrec.train.launcher import run_training
 
     prepare_data(cfg)
-    return run_training(cfg, entry or recipe(cfg.run.recipe).worker_entry)
+    return run_training(cfg, recipe(cfg.run.recipe).worker_entry)
 
 
 def train_trial(cfg) -> dict:
