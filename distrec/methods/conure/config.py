@@ -21,7 +21,18 @@ class TaskKind(Choice):
 class Strategy(Choice):
     conure = "conure"  # masks (train → prune → retrain)
     finetune_all = "finetune_all"  # one backbone, everything retrained on each new task (forgets)
-    separate = "separate"  # a fresh backbone per task (N× parameters)
+    separate = "separate"  # a fresh backbone per task, trained alone from scratch (N× parameters)
+    finetune_copy = "finetune_copy"  # one model per task: a copy of T1's model, everything fine-tuned
+
+
+def one_model_per_task(strategy) -> bool:
+    return str(strategy) in (Strategy.separate.value, Strategy.finetune_copy.value)
+
+
+class NegativeSampler(Choice):
+    exponential_rank = "exponential_rank"  # the authors': P(rank r) ∝ exp(-(r + 1) / (ρN))
+    log_uniform_rank = "log_uniform_rank"  # P(r) ∝ log((r + 2) / (r + 1))
+    uniform = "uniform"
 
 
 class EvalSplit(Choice):
@@ -55,6 +66,8 @@ class TaskConfig:
     prune_ratio: Optional[float] = None  # overrides method.prune_ratio for this task
     train_epochs: Optional[int] = None  # overrides method.train_epochs
     retrain_epochs: Optional[int] = None  # overrides method.retrain_epochs
+    lr: Optional[float] = None  # overrides dense.lr for this task (the authors: 1e-4 from T2)
+    batch_size: Optional[int] = None  # overrides data.batch_size for this task (the authors: 512 from T2)
 
 
 @dataclass
@@ -78,6 +91,10 @@ class MethodConfig:
     max_steps_per_phase: int = -1  # cap on steps of each phase (-1: the epochs decide)
     sampled_share: float = 0.2  # next-item sampled softmax: share of items sampled per batch (ours)
     bpr_negatives: int = 1  # negatives per positive for item-rec BPR (ours)
+    negative_sampler: NegativeSampler = NegativeSampler.exponential_rank  # BPR negatives by training popularity
+    sampler_rho: float = 0.3  # ρ of exponential_rank (ours: the authors' value is not in the paper)
+    target_l2: float = 0.0  # L2 on the item-rec target rows a batch looks up (the authors': 1e-4 ~ 1e-3)
+    t1_retrain_trains_shared: bool = True  # False: T1's retrain phase freezes embeddings and LayerNorms
     eval_split: EvalSplit = EvalSplit.valid  # split the per-stage metrics are computed on
     probe_rows: int = 32  # rows of fixed probe input whose outputs are recorded per stage
     prepare: Optional[PrepareConfig] = None

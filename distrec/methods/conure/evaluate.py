@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from distrec.config.load import run_dir
 from distrec.errors import ConfigError
+from distrec.methods.conure.config import one_model_per_task
 from distrec.methods.conure.recipe import build_model, evaluate_task, load_weights
 from distrec.methods.conure.tasks import ConureState, resolve_tasks
 from distrec.train.distributed import seed_everything, worker_info
@@ -38,7 +39,7 @@ def evaluate_worker(rank: int, cfg_dict: dict, task: str, split: str) -> dict:
     if k > len(state.tasks):
         raise ConfigError(f"task {tasks[k - 1].name} is not learned yet in {out} "
                           f"(learned: {state.learned}); run `distrec conure run` first")
-    if cfg.method.strategy == "separate":
+    if one_model_per_task(cfg.method.strategy):
         specs, local, path = [tasks[k - 1].spec], 1, state.checkpoint_of(tasks[k - 1].name)
     else:
         specs, local, path = [t.spec for t in tasks[:len(state.tasks)]], k, state.tasks[-1]["checkpoint"]

@@ -136,6 +136,12 @@ class FrozenEntryGuard:
             if frozen.any():
                 self._entries.append((conv.weight, frozen, conv.weight.detach()[frozen].clone()))
 
+    def freeze_whole(self, tensors: list[torch.Tensor]) -> None:
+        """Also hold every entry of ``tensors`` (parameters DDP already registers as trainable)."""
+        for t in tensors:
+            frozen = torch.ones_like(t, dtype=torch.bool)
+            self._entries.append((t, frozen, t.detach()[frozen].clone()))
+
     def restore(self) -> None:
         with torch.no_grad():
             for weight, frozen, values in self._entries:

@@ -11,7 +11,9 @@ Runs in every worker (Ray Train or spawned). For each task not yet in the run's 
 
 A later invocation with more tasks in ``method.tasks`` continues from the registry: old tasks
 are not retrained. Baselines (``method.strategy``): ``finetune_all`` trains everything on each
-task (no masks: old tasks drift), ``separate`` trains a fresh backbone per task.
+task (no masks: old tasks drift), ``finetune_copy`` keeps one model per task, each a copy of T1's
+model with everything fine-tuned, ``separate`` trains a fresh backbone per task alone (no
+transfer). Item-rec negatives are ranked by the task's training target counts.
 
 Each phase gets a fresh dense optimizer (ours); frozen conv entries get zero gradient
 (stopgrad) and are written back after every optimizer step (``FrozenEntryGuard``), so decoupled
@@ -30,9 +32,16 @@ import torch.distributed as dist
 from distrec.config.load import run_dir
 from distrec.data.schema import FeatureSchema
 from distrec.errors import CheckpointError, ConfigError
+from distrec.methods.conure.config import one_model_per_task
 from distrec.methods.conure.masks import FrozenEntryGuard, pack_bits, prune_free_weights
 from distrec.methods.conure.model import ConureDense, ConureModel, TaskSpec
-from distrec.methods.conure.tasks import ConureState, ResolvedTask, resolve_tasks
+from distrec.methods.conure.tasks import (
+    ConureState,
+    ResolvedTask,
+    resolve_tasks,
+    target_counts,
+    task_config,
+)
 from distrec.metrics import RankingMetricAccumulator, all_reduce_sum
 from distrec.sparse.tables import build_embeddings, embedding_configs
 from distrec.storage import atomic_open, filesystem
@@ -214,23 +223,30 @@ def learn_task(cfg, worker, tasks: list[ResolvedTask], k: int, state: ConureStat
     task = tasks[k - 1]
     strategy = cfg.method.strategy
     seed_everything(cfg.run.seed + k)
-    specs = [task.spec] if strategy == "separate" else [t.spec for t in tasks[:k]]
+    specs = [task.spec] if one_model_per_task(strategy) else [t.spec for t in tasks[:k]]
     local = len(specs)
     model = build_model(cfg, task.schema, specs)
     counts = parameter_counts(model)
     set_trainable(model, strategy, local)
-    session = TrainSession(cfg, model, worker, out, in_ray)
-    if strategy != "separate" and state.tasks:
-        load_weights(state.tasks[-1]["checkpoint"], session.dmp)
-        session.info(f"{task.name}: loaded tasks {state.learned} from {state.tasks[-1]['checkpoint']}")
+    task_cfg = task_config(cfg, task)
+    session = TrainSession(task_cfg, model, worker, out, in_ray)
+    start_from = initial_checkpoint(strategy, state)
+    if start_from:
+        load_weights(start_from, session.dmp)
+        session.info(f"{task.name}: starts from {start_from}")
     dense = session.dmp.module.dense
-    train = open_feed(cfg, task.schema, worker, task.split("train"), train=True)
+    if task.spec.kind == "item_rec":
+        dense.heads[task.name].sampler.set_counts(target_counts(task, cfg.data.s3_endpoint_url))
+    train = open_feed(task_cfg, task.schema, worker, task.split("train"), train=True)
 
     masks = None
     if strategy == "conure":
         guard = FrozenEntryGuard(dense.backbone.convs(), local - 1)
         run_phase(session, train, local, "train", task.train_epochs, guard)
         masks = prune_task(dense, local, task.prune_ratio)
+        if local == 1 and not cfg.method.t1_retrain_trains_shared:
+            dense.freeze_embeddings = True
+            guard.freeze_whole([p for norm in dense.backbone.norms() for p in norm.parameters()])
         run_phase(session, train, local, "retrain", task.retrain_epochs, guard)
     else:
         run_phase(session, train, local, "plain", task.train_epochs + task.retrain_epochs, None)
@@ -238,7 +254,7 @@ def learn_task(cfg, worker, tasks: list[ResolvedTask], k: int, state: ConureStat
     stage_dir = posixpath.join(out, "stages", f"{k:02d}-{task.name}")
     path = save_checkpoint(stage_dir, session.state.step, session.dmp, session.opt.optimizer, None,
                            meta={"task": task.name, "stage": k, "strategy": strategy}, keep=1)
-    if strategy == "separate":
+    if one_model_per_task(strategy):
         locals_ = {task.name: 1}
         metrics = {name: m for name, m in state.latest_metrics().items()}
     else:
@@ -260,6 +276,16 @@ def learn_task(cfg, worker, tasks: list[ResolvedTask], k: int, state: ConureStat
     session.close()
 
 
+def initial_checkpoint(strategy: str, state: ConureState) -> str | None:
+    """Where task k's weights start: the last stage (one model for all tasks), T1's stage
+    (``finetune_copy``) or nowhere (``separate``, and T1 itself)."""
+    if not state.tasks or strategy == "separate":
+        return None
+    if strategy == "finetune_copy":
+        return state.tasks[0]["checkpoint"]
+    return state.tasks[-1]["checkpoint"]
+
+
 def main_metric(metrics: dict) -> float:
     return metrics.get("mrr@5", metrics.get("accuracy", float("nan")))
 
@@ -267,7 +293,7 @@ def main_metric(metrics: dict) -> float:
 def stage_params(state: ConureState) -> dict:
     """Parameters of everything learned so far: one model (conure, finetune_all) or one per task."""
     last = state.tasks[-1]["params"]
-    if state.strategy == "separate":
+    if one_model_per_task(state.strategy):
         total = sum(t["params"]["embedding"] + t["params"]["backbone"] + sum(t["params"]["heads"].values())
                     for t in state.tasks)
     else:

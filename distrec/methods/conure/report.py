@@ -3,7 +3,7 @@
 The runs are the config's ``sweep:`` section, run by ``distrec.experiments.sweep`` exactly as
 ``distrec sweep CONFIG`` runs it (Ray Tune trials, on a laptop's embedded Ray or on a cluster;
 rerunning resumes and never trains a finished trial again): ``method.strategy`` (conure,
-finetune_all, separate) x ``sweep.seeds``, each trial one ``distrec run`` = the whole task
+finetune_all, finetune_copy, separate) x ``sweep.seeds``, each trial one ``distrec run`` = the whole task
 sequence in its own run directory ``<run.output_dir>/<sweep.name>/<trial id>/``.
 
 From each finished trial's run directory (found through the sweep's results.json) it reads the
@@ -11,8 +11,10 @@ run's registry (``conure_state.json``) and probe outputs and writes, beside the 
 files, ``conure_report.{md,json,png}``: per strategy the task x stage matrix of each task's main
 metric (mean ± std over seeds), whether old tasks' probe outputs after the last stage are
 bit-identical to those after their own stage (in every seed), the parameter counts, a forgetting
-table (each task's metric after its own stage minus after the last stage) and a heat map of the
-matrices. Statistics: ``distrec.experiments.results.mean_std`` (sample std; one seed: none).
+table (each task's metric after its own stage minus after the last stage), paired differences
+(by seed) of Conure against each baseline after the task's own stage and after the last stage,
+with a verdict at two standard errors, and a heat map of the matrices. Statistics:
+``distrec.experiments.results`` (sample std, standard error = std / sqrt(seeds)).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import posixpath
 
 import torch
 
-from distrec.experiments.results import FINISHED, mean_std
+from distrec.experiments.results import FINISHED, mean_std, paired_difference
 from distrec.methods.conure.tasks import ConureState
 from distrec.storage import atomic_open, filesystem, write_text_atomic
 from distrec.train.plots import figure_png
@@ -123,7 +125,47 @@ def build_report(runs: dict[str, dict[int, tuple[str, ConureState]]]) -> dict:
         report["strategies"][strategy] = {
             "seeds": seeds, "main_metric": matrix, "forgetting": forgetting,
             "old_task_outputs_bit_identical": identical, "params": first["params"], "kinds": first["kinds"]}
+    report["conure_vs"] = comparisons(report["strategies"])
     return report
+
+
+BASELINES = ("finetune_all", "finetune_copy", "separate")
+
+
+def comparisons(strategies: dict) -> dict:
+    """``{baseline: {task: {"own": diff, "last": diff}}}``: Conure minus the baseline, paired by
+    seed, after the task's own stage and after the last stage (the same stages for both)."""
+    if "conure" not in strategies:
+        return {}
+    ours = strategies["conure"]["seeds"]
+    out: dict = {}
+    for baseline in (b for b in BASELINES if b in strategies):
+        theirs = strategies[baseline]["seeds"]
+        out[baseline] = {}
+        for name, row in strategies["conure"]["main_metric"].items():
+            stages = sorted(row)
+            out[baseline][name] = {when: _paired(ours, theirs, name, stage)
+                                   for when, stage in (("own", stages[0]), ("last", stages[-1]))}
+    return out
+
+
+def _paired(ours: dict, theirs: dict, task: str, stage: int) -> dict | None:
+    def values(seeds):
+        return {seed: e["main_metric"].get(task, {}).get(stage) for seed, e in seeds.items()
+                if isinstance(e["main_metric"].get(task, {}).get(stage), (int, float))}
+
+    diff = paired_difference(values(ours), values(theirs))
+    if diff.n == 0:
+        return None
+    if math.isnan(diff.se):
+        verdict = "n/a (one seed)"
+    elif diff.mean > 2 * diff.se:
+        verdict = "better"
+    elif diff.mean < -2 * diff.se:
+        verdict = "worse"
+    else:
+        verdict = "within 2 SE"
+    return {"n": diff.n, "mean": diff.mean, "se": diff.se, "verdict": verdict}
 
 
 def _stat(values: list) -> dict | None:
@@ -135,17 +177,18 @@ def _stat(values: list) -> dict | None:
 
 
 def _fmt(st: dict | None, signed: bool = False) -> str:
+    """mean ± standard error."""
     if st is None:
         return "–"
     mean = f"{st['mean']:+.4f}" if signed else f"{st['mean']:.4f}"
-    return mean if st["std"] is None else f"{mean} ± {st['std']:.4f}"
+    return mean if st["std"] is None else f"{mean} ± {st['std'] / math.sqrt(st['n']):.4f}"
 
 
 def report_markdown(report: dict) -> str:
     sweep = report.get("sweep", {})
     lines = ["# Conure: per-task metric after each stage", "",
              "Metric: MRR@5 for next_item / item_rec tasks, accuracy for profile tasks; stage k = "
-             "after learning task k; mean ± std over seeds.", ""]
+             "after learning task k; mean ± standard error over seeds.", ""]
     if sweep:
         unfinished = sweep["unfinished"]
         shown = ", ".join(unfinished[:8]) + (", ..." if len(unfinished) > 8 else "")
@@ -177,7 +220,29 @@ def report_markdown(report: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(
                 _fmt(report["strategies"][s]["forgetting"].get(name), signed=True) for s in strategies) + " |")
         lines.append("")
+    lines += comparison_markdown(report.get("conure_vs", {}))
     return "\n".join(lines)
+
+
+def comparison_markdown(vs: dict) -> list[str]:
+    if not vs:
+        return []
+    lines = ["## Conure minus each baseline, paired by seed (mean ± SE, verdict at 2 SE)", "",
+             "own: after the task's own stage (learning it; vs `separate`: transfer from earlier tasks); "
+             "last: after the last stage (forgetting included).", ""]
+    for baseline, tasks in vs.items():
+        lines += [f"### vs {baseline}", "", "| task | own stage | last stage |", "|---|---|---|"]
+        for name, cells in tasks.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt_paired(cells[w]) for w in ("own", "last")) + " |")
+        lines.append("")
+    return lines
+
+
+def _fmt_paired(d: dict | None) -> str:
+    if d is None:
+        return "–"
+    se = "" if math.isnan(d["se"]) else f" ± {d['se']:.4f}"
+    return f"{d['mean']:+.4f}{se} ({d['verdict']})"
 
 
 def heatmap_png(report: dict) -> bytes:

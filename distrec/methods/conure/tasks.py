@@ -8,6 +8,10 @@ import json
 import posixpath
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
 from distrec.data.schema import FeatureSchema
 from distrec.errors import ConfigError, DataError
 from distrec.methods.conure.config import TaskKind
@@ -17,7 +21,12 @@ from distrec.methods.conure.importers.common import (
     read_task_file,
 )
 from distrec.methods.conure.model import TaskSpec
-from distrec.storage import filesystem, write_text_atomic
+from distrec.storage import (
+    arrow_filesystem,
+    filesystem,
+    list_parquet_files,
+    write_text_atomic,
+)
 
 STATE_FILE = "conure_state.json"
 
@@ -30,6 +39,8 @@ class ResolvedTask:
     prune_ratio: float
     train_epochs: int
     retrain_epochs: int
+    lr: float | None = None  # None: dense.lr
+    batch_size: int | None = None  # None: data.batch_size
 
     @property
     def name(self) -> str:
@@ -73,6 +84,7 @@ def resolve_tasks(cfg) -> list[ResolvedTask]:
             TaskSpec(t.name, kind, num_outputs), data, schema, ratio,
             t.train_epochs if t.train_epochs is not None else method.train_epochs,
             t.retrain_epochs if t.retrain_epochs is not None else method.retrain_epochs,
+            _positive(t.lr, f"{where}: lr"), _positive(t.batch_size, f"{where}: batch_size"),
         ))
     if tasks[0].spec.kind != "next_item" and method.strategy == "conure":
         raise ConfigError("method.tasks[0]: Conure's T1 trains the item embeddings, so it must be a "
@@ -87,6 +99,42 @@ def resolve_tasks(cfg) -> list[ResolvedTask]:
                 "item vocabulary and max_len"
             )
     return tasks
+
+
+def _positive(value, key: str):
+    if value is not None and not value > 0:
+        raise ConfigError(f"{key}: expected a positive number or null, got {value!r}")
+    return value
+
+
+def task_config(cfg, task: ResolvedTask):
+    """``cfg`` with the task's own dense.lr and data.batch_size, where it sets them."""
+    if task.lr is None and task.batch_size is None:
+        return cfg
+    out = cfg.copy()
+    if task.lr is not None:
+        out.dense.lr = task.lr
+    if task.batch_size is not None:
+        out.data.batch_size = task.batch_size
+    return out
+
+
+def target_counts(task: ResolvedTask, s3_endpoint_url: str | None = None) -> torch.Tensor:
+    """How often each target id occurs in the task's train split (item_rec), read column-wise a
+    row group at a time: the popularity that ranks the BPR negative sampler's ids."""
+    column = LABEL_COLUMN[task.spec.kind]
+    counts = np.zeros(task.spec.num_outputs, dtype=np.int64)
+    for file in list_parquet_files(task.split("train"), s3_endpoint_url):
+        fs, path = arrow_filesystem(file, s3_endpoint_url)
+        parquet = pq.ParquetFile(path, filesystem=fs)
+        for group in range(parquet.num_row_groups):
+            ids = parquet.read_row_group(group, columns=[column]).column(0).to_numpy()
+            if ids.size and (ids.min() < 0 or ids.max() >= counts.size):
+                raise DataError(f"{file}: row group {group}, column {column!r}: target ids must be in "
+                                f"[0, {counts.size}) (task {task.name}'s num_outputs), got "
+                                f"{int(ids.min())}..{int(ids.max())}")
+            counts += np.bincount(ids, minlength=counts.size)
+    return torch.from_numpy(counts)
 
 
 def task_data_path(method, task) -> str:
