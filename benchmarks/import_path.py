@@ -3,7 +3,7 @@
     python benchmarks/import_path.py [--importers criteo sessions ...] [--rows-factor 0.5] [--tiny]
 
 For every importer in ``distrec.methods.importers()`` (recbole, aliccp, aliccp_raw, criteo,
-conure_recbole, conure_ttl, sessions) synthetic input in its public format is written to a
+conure_recbole, conure_ttl, sessions, table, interactions) synthetic input in its public format is written to a
 temporary folder at two sizes, N and ``--scale`` x N (default 4x) rows/lines:
 
   criteo          Kaggle/Terabyte TSV: label, 13 ints, 26 hex categoricals, no header (~5% empty)
@@ -17,10 +17,16 @@ temporary folder at two sizes, N and ``--scale`` x N (default 4x) rows/lines:
                   25 interactions on average
   conure_ttl      TTL next_item lines: 100 zero-left-padded source ids
   sessions        NextItNet session text: comma-separated item tokens, at most 50 a line
+  table           a FuxiCTR/DeepCTR-like click CSV with a header: string user/item/category ids, a price
+                  (~10% empty), a ``^``-joined history of 0-10 items, click, conversion, a timestamp;
+                  imported by command-line options (vocabularies, standardised price, random split)
+  interactions    a YooChoose-like click log: session,ISO timestamp,item,category, no header; one
+                  session per 10 events on average (sessions grow with N, items fixed)
 The id spaces (items, hash inputs, categorical vocabularies) are the same at both sizes, so a
 vocabulary that fills up is not mistaken for per-row memory; users grow with N where the format
 has them (recbole, aliccp_raw's common records). The default N (1.25M Criteo lines, 2.5M Ali-CCP
-rows, 300k raw Ali-CCP / TTL lines, 1M RecBole interactions, 500k session lines) is past each
+rows, 300k raw Ali-CCP / TTL lines, 1M RecBole interactions, 500k session lines, 1M table rows,
+1M interaction lines) is past each
 importer's warm-up and, for the CSV importers, past pyarrow's read-ahead (see READAHEAD): below
 those sizes peak RSS still rises with the input even for a streaming importer.
 
@@ -39,8 +45,9 @@ Reported per importer: input rows, rows/s (input rows / wall seconds of the impo
 start-up excluded), peak RSS at N and 4N, their ratio and a verdict: ``flat`` when the peak grows
 < 1.5x while the input grows 4x, else ``grows``; plus the marginal bytes of peak RSS per extra
 input row. By design recbole (int64 user/item/time arrays of the log plus a lexsort and the
-vocabularies) and conure_recbole (the same, plus a sequence per user) hold the interaction log
-and are EXPECTED to grow; the others stream (criteo, aliccp by design; conure_ttl, sessions, aliccp_raw's skeleton in
+vocabularies), conure_recbole (the same, plus a sequence per user) and interactions (session, item,
+time per event, to order each session) hold the interaction log and are EXPECTED to grow; the
+others stream (criteo, aliccp, table by design; conure_ttl, sessions, aliccp_raw's skeleton in
 blocks) and are expected flat. The rows each import wrote are counted from its Parquet output.
 
 Wall-clock rates are CPU absolutes on a shared machine (see load_avg in the JSON): indicative.
@@ -73,12 +80,14 @@ from benchmarks._common import (  # noqa: E402
 
 NAME = "import_path"
 SHARED_DATA = REPO.parent / "shared" / "data"
-IMPORTER_NAMES = ("criteo", "aliccp", "aliccp_raw", "recbole", "conure_recbole", "conure_ttl", "sessions")
+IMPORTER_NAMES = ("criteo", "aliccp", "aliccp_raw", "recbole", "conure_recbole", "conure_ttl", "sessions", "table",
+                  "interactions")
 # N per importer, past each importer's warm-up (its first blocks and row groups: peak RSS still rises
 # over the first ~300k TTL / raw Ali-CCP lines) and, for the CSV importers, past pyarrow's read-ahead
 # (N's file > 256 MiB, see EXPECTED); the whole default run takes ~5 minutes on 2 cores
 BASE_ROWS = {"criteo": 1_250_000, "aliccp": 2_500_000, "aliccp_raw": 300_000, "recbole": 1_000_000,
-             "conure_recbole": 1_000_000, "conure_ttl": 300_000, "sessions": 500_000}
+             "conure_recbole": 1_000_000, "conure_ttl": 300_000, "sessions": 500_000, "table": 1_000_000,
+             "interactions": 1_000_000}
 TINY_ROWS = {name: 300 for name in IMPORTER_NAMES}
 DEFAULTS = dict(importers=list(IMPORTER_NAMES), scale=4, rounds=1, rows_factor=1.0)
 TINY = dict(importers=list(IMPORTER_NAMES), scale=4, rounds=1, rows_factor=1.0)
@@ -100,6 +109,11 @@ EXPECTED = {
                                 "each user's sequence"),
     "conure_ttl": ("flat", "two streamed passes, block_lines (65,536) lines at a time"),
     "sessions": ("flat", "two streamed passes over 8 MiB text blocks; the item vocabulary is fixed here"),
+    "table": ("flat", "two streamed passes over CSV blocks (statistics, then write); vocabularies bounded by the "
+                      "fixed id spaces. " + READAHEAD),
+    "interactions": ("grows", "by design: holds session code, item code and time of every event (24 B per "
+                              "interaction) plus a lexsort and the session vocabulary, to build each session's "
+                              "time-ordered sequence"),
 }
 # what the importer is told (progress lines are kept quiet; everything else is its default)
 IMPORT_OPTIONS = {
@@ -110,9 +124,12 @@ IMPORT_OPTIONS = {
     "conure_recbole": [],
     "conure_ttl": ["--kind", "next_item"],
     "sessions": [],
+    "table": ["--label", "click,conversion", "--categorical", "user_id,item_id,cate_id", "--numeric", "price",
+              "--sequence", "hist_items"],
+    "interactions": ["--columns", "0,2,1"],
 }
 QUIET = ["--progress-every-s", "1e9"]
-TAKES_PROGRESS = {"criteo", "aliccp", "aliccp_raw", "recbole", "sessions"}
+TAKES_PROGRESS = {"criteo", "aliccp", "aliccp_raw", "recbole", "sessions", "table", "interactions"}
 ALICCP_HEADER = ("click,purchase,101,121,122,124,125,126,127,128,129,205,206,207,210,216,508,509,702,853,301,"
                  "109_14,110_14,127_14,150_14,D109_14,D110_14,D127_14,D150_14,D508,D509,D702,D853")
 SESSION_MAX_LEN = 50  # sessions' default max_len: no line is longer, so each sequence is one row
@@ -365,12 +382,72 @@ def gen_sessions(folder: Path, n: int, rng) -> str:
     return str(path)
 
 
+TABLE_USERS, TABLE_ITEMS = 100_000, 50_000
+
+
+def gen_table(folder: Path, n: int, rng) -> str:
+    """n CSV rows with a header: user_id,item_id,cate_id,price,hist_items,click,conversion,ts."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    path = folder / "clicks.csv"
+    names = ["user_id", "item_id", "cate_id", "price", "hist_items", "click", "conversion", "ts"]
+    schema = pa.schema([(c, pa.string()) for c in names[:3]] + [("price", pa.float64()), ("hist_items", pa.string()),
+                                                                 ("click", pa.int64()), ("conversion", pa.int64()),
+                                                                 ("ts", pa.int64())])
+    with open(path, "wb") as fh:
+        fh.write((",".join(names) + "\n").encode())
+        writer = _csv_writer(fh, schema)
+        row = 0
+        for rows in _chunks(n):
+            items = (TABLE_ITEMS * rng.random(rows) ** 2).astype(np.int64)
+            lengths = rng.integers(0, 11, rows)
+            hist = (TABLE_ITEMS * rng.random(int(lengths.sum())) ** 2).astype(np.int64)
+            click = rng.random(rows) < 0.2
+            cols = [pc.binary_join_element_wise("u", pc.cast(pa.array(rng.integers(0, TABLE_USERS, rows)), pa.string()), ""),
+                    pc.binary_join_element_wise("i", pc.cast(pa.array(items), pa.string()), ""),
+                    pc.binary_join_element_wise("c", pc.cast(pa.array(items % 100), pa.string()), ""),
+                    pa.array(np.round(rng.random(rows) * 100, 2), mask=rng.random(rows) < 0.1),
+                    pc.cast(_joined_lines(hist, lengths, "^"), pa.string()),
+                    pa.array(click.astype(np.int64)), pa.array((click & (rng.random(rows) < 0.1)).astype(np.int64)),
+                    pa.array(1_600_000_000 + np.arange(row, row + rows))]
+            writer.write_table(pa.Table.from_arrays(cols, schema=schema))
+            row += rows
+        writer.close()
+    return str(path)
+
+
+INTERACTION_ITEMS, EVENTS_PER_SESSION = 50_000, 10
+
+
+def gen_interactions(folder: Path, n: int, rng) -> str:
+    """n YooChoose-like lines session,timestamp,item,category (no header), sessions in order."""
+    import datetime as dt
+
+    import numpy as np
+
+    path = folder / "clicks.dat"
+    start = dt.datetime(2014, 4, 1)
+    with open(path, "w") as fh:
+        first_session = 0
+        for rows in _chunks(n):
+            sessions = first_session + np.sort(rng.integers(0, max(1, rows // EVENTS_PER_SESSION), rows))
+            seconds = np.sort(rng.integers(0, 3_000_000, rows))
+            items = 214_000_000 + (INTERACTION_ITEMS * rng.random(rows) ** 2).astype(np.int64)
+            stamps = [(start + dt.timedelta(seconds=int(s))).isoformat(timespec="milliseconds") + "Z" for s in seconds]
+            fh.write("".join(f"{s},{t},{i},0\n" for s, t, i in zip(sessions.tolist(), stamps, items.tolist())))
+            first_session = int(sessions[-1]) + 1
+    return str(path)
+
+
 GENERATORS = {"criteo": gen_criteo, "aliccp": gen_aliccp, "aliccp_raw": gen_aliccp_raw, "recbole": gen_recbole,
-              "conure_recbole": gen_recbole, "conure_ttl": gen_ttl, "sessions": gen_sessions}
+              "conure_recbole": gen_recbole, "conure_ttl": gen_ttl, "sessions": gen_sessions, "table": gen_table,
+              "interactions": gen_interactions}
 INPUT_ROWS_ARE = {
     "criteo": "TSV lines", "aliccp": "CSV data rows", "aliccp_raw": "skeleton lines",
     "recbole": ".inter interactions", "conure_recbole": ".inter interactions", "conure_ttl": "TTL lines",
-    "sessions": "session lines",
+    "sessions": "session lines", "table": "CSV data rows", "interactions": "log lines",
 }
 
 
@@ -539,7 +616,10 @@ def main(argv=None) -> dict:
                                          "aliccp_raw_common_records": f"1 per {RAW_COMMON_EVERY} skeleton lines",
                                          "recbole_items": RECBOLE_ITEMS,
                                          "recbole_users": f"1 per {RECBOLE_INTERACTIONS_PER_USER} interactions",
-                                         "ttl_items": TTL_ITEMS, "session_items": SESSION_ITEMS}},
+                                         "ttl_items": TTL_ITEMS, "session_items": SESSION_ITEMS,
+                                         "table_users_items": [TABLE_USERS, TABLE_ITEMS],
+                                         "interaction_items": INTERACTION_ITEMS,
+                                         "interaction_sessions": f"1 per {EVENTS_PER_SESSION} events"}},
         "results": results,
         "expected_to_grow_by_design": {n: why for n, (e, why) in EXPECTED.items() if e == "grows"},
         "summary": {n: {"rows_per_s_N": r["sizes"]["N"]["rows_per_s"],

@@ -134,7 +134,7 @@ def main() -> None:
     print(f"wrote {RESULTS}")
 
 
-def _arrow_rows(batch, schema, source):
+def _arrow_rows(batch, schema):
     return batch  # skip numpy conversion: keeps only pyarrow decoding and batch cutting
 
 

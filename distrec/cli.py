@@ -40,6 +40,25 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    import json
+
+    from distrec.methods import evaluate
+    from distrec.train.progress import configure_logging
+
+    configure_logging()
+    cfg = _config(args)
+    from ray.train import TrainingFailedError
+
+    try:
+        metrics = evaluate(cfg, args.checkpoint, args.split)
+    except TrainingFailedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(metrics, indent=2, default=str), flush=True)
+    return 0
+
+
 def cmd_plan(args) -> int:
     from distrec.commands.plan import build_plan_report
     from distrec.methods import prepare_data
@@ -60,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.num_workers=2")
     run.set_defaults(func=cmd_run)
+
+    evaluate = sub.add_parser("eval", help="exact metrics of a checkpoint on a split (the recipe's own evaluation)")
+    evaluate.add_argument("config")
+    evaluate.add_argument("overrides", nargs="*")
+    evaluate.add_argument("--checkpoint", required=True,
+                          help="a checkpoint directory, or a run directory (its best weights, else its latest)")
+    evaluate.add_argument("--split", default="test", help="test, valid (data.test / data.valid) or a Parquet path")
+    evaluate.set_defaults(func=cmd_eval)
 
     plan = sub.add_parser("plan", help="print the sharding plan and per-rank memory, no training")
     plan.add_argument("config")

@@ -15,3 +15,11 @@ class DataError(DistrecError):
 
 class CheckpointError(DistrecError):
     """A checkpoint is missing, incomplete or incompatible with the model."""
+
+
+class RunLockError(DistrecError):
+    """Another run holds the run directory (one writer per run directory)."""
+
+
+class ClusterError(DistrecError):
+    """The Ray cluster cannot place the workers a config asks for."""

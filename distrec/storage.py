@@ -77,14 +77,24 @@ def list_parquet_files(path: str, s3_endpoint_url: str | None = None) -> list[st
     return [full_url(fs, p) for p in sorted(found)]
 
 
-def storage_error(path: str, exc: BaseException, s3_endpoint_url: str | None = None) -> DataError:
+def storage_error(path: str, exc: BaseException, s3_endpoint_url: str | None = None,
+                  action: str = "read") -> DataError:
     if is_s3(path):
         endpoint = s3_endpoint(s3_endpoint_url) or "the default AWS endpoint"
         return DataError(
-            f"cannot read {path} from S3 endpoint {endpoint}: {type(exc).__name__}: {exc} "
+            f"cannot {action} {path} {'from' if action == 'read' else 'on'} S3 endpoint {endpoint}: "
+            f"{type(exc).__name__}: {exc} "
             "(check the endpoint and that AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are set)"
         )
-    return DataError(f"cannot read {path}: {type(exc).__name__}: {exc}")
+    return DataError(f"cannot {action} {path}: {type(exc).__name__}: {exc}")
+
+
+def use_s3_endpoint(s3_endpoint_url: str | None) -> None:
+    """Make ``s3_endpoint_url`` this process's S3 endpoint (AWS_ENDPOINT_URL), for the clients
+    that take no endpoint argument (checkpoints, logs, Ray Train's): a training worker calls it
+    with ``data.s3_endpoint_url``, so every path of a run uses the configured endpoint."""
+    if s3_endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = s3_endpoint_url
 
 
 # --- pyarrow's own filesystems: faster reads than fsspec (S3: ~3x) -------------------------------

@@ -200,3 +200,16 @@ def loop_with_slow_evaluation(rank: int, cfg_dict: dict, sleep_s: float) -> dict
         return {**evaluate(session, feed, cfg, schema), "countdown": -session.state.step}
 
     return train_loop(OmegaConf.create(cfg_dict), False, build_model, slow_evaluate)
+
+
+def ctr_worker_counting_attempts(cfg, in_ray: bool = False) -> dict:
+    """The ctr recipe's worker, first appending this rank to ``<run dir>/attempts``: one line per
+    rank each time Ray Train starts the worker group."""
+    import os
+
+    from distrec.config.load import run_dir
+    from distrec.methods.ctr.recipe import train_worker
+
+    with open(os.path.join(run_dir(cfg), "attempts"), "a") as fh:
+        fh.write(f"{dist.get_rank()}\n")
+    return train_worker(cfg, in_ray)

@@ -1,4 +1,5 @@
-"""``distrec data synth`` and ``distrec data import``: write training data as Parquet + schema.yaml.
+"""``distrec data synth`` and ``distrec data import``: write training data as Parquet + schema.yaml;
+``distrec data inspect``: what a Parquet dataset holds, per column.
 
 ``register(subparsers)`` adds the ``data`` group; each command sets ``args.func(args) -> exit code``.
 """
@@ -39,6 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("out")
     imp.add_argument("options", nargs=argparse.REMAINDER, help="--key value pairs for the importer")
     imp.set_defaults(func=_import)
+
+    inspect = commands.add_parser(
+        "inspect", help="rows, files, row groups and per-column statistics of Parquet data",
+        description="distrec data inspect PATH [--schema schema.yaml] [--json]: one streamed pass; per column "
+                    "type, null share, distinct count (estimated above 4096), min/max/mean, list lengths")
+    inspect.add_argument("path", help="a Parquet file, a directory or a glob (local or s3://)")
+    inspect.add_argument("--schema", default=None, help="feature schema: roles, table sizes, label rates, checks")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    inspect.set_defaults(func=_inspect)
 
 
 class _LazyEpilogParser(argparse.ArgumentParser):
@@ -136,6 +146,22 @@ def _import(args: argparse.Namespace) -> int:
         return 2
     print(f"imported {args.format} from {args.src} to {args.out}")
     return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from distrec.data.inspect import format_report, inspect_parquet
+    from distrec.data.schema import FeatureSchema
+
+    try:
+        schema = FeatureSchema.load(args.schema) if args.schema else None
+        report = inspect_parquet(args.path, schema)
+    except DistrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 1 if report.get("problems") else 0
 
 
 def importer_options(importer) -> dict[str, object]:

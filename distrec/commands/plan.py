@@ -34,7 +34,7 @@ def shard_rows(plan) -> list[tuple[str, str, int, int, int]]:
 
 def build_plan_report(cfg, world_size: int | None = None, device: str | None = None,
                       local_world_size: int | None = None) -> str:
-    schema = FeatureSchema.load(cfg.data.schema)
+    schema = FeatureSchema.load(cfg.data.schema, cfg.data.s3_endpoint_url)
     model = recipe(cfg.run.recipe).build_model(cfg, schema)
     world = world_size or cfg.trainer.num_workers
     compute_device = device or ("cuda" if cfg.trainer.use_gpu else "cpu")

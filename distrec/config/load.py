@@ -20,7 +20,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from distrec.config.schema import DistrecConfig
+from distrec.config.schema import RANGE, DistrecConfig, Range
 from distrec.errors import ConfigError
 
 COMMAND_LINE = "command line"
@@ -226,10 +226,16 @@ def _unwrap(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def _field_ranges(cls: type) -> dict[str, Range]:
+    return {f.name: f.metadata[RANGE] for f in dataclasses.fields(cls) if RANGE in f.metadata}
+
+
 def _check_keys(raw: dict, cls: type, prefix: str, source: str, sections: dict[str, type]) -> None:
-    """Raise ConfigError for any key of ``raw`` (recursively) that ``cls`` does not declare, and
-    for any value of a choice field (``schema.Choice``) that is not one of its values."""
+    """Raise ConfigError for any key of ``raw`` (recursively) that ``cls`` does not declare, for
+    any value of a choice field (``schema.Choice``) that is not one of its values, and for any
+    number outside its field's range (``schema.ranged``)."""
     types = _field_types(cls, sections)
+    ranges = _field_ranges(cls)
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
         if key not in types:
@@ -258,8 +264,11 @@ def _check_keys(raw: dict, cls: type, prefix: str, source: str, sections: dict[s
                     _check_keys(item, item_tp, f"{dotted}[{i}].", source, sections)
                 else:
                     _check_choice(item, item_tp, f"{dotted}[{i}]", source)
+                    _check_range(item, ranges.get(key), f"{dotted}[{i}]", source)
         else:
             _check_choice(value, tp, dotted, source)
+            for item in value if isinstance(value, list) else [value]:  # a list: a sweep's values
+                _check_range(item, ranges.get(key), dotted, source)
 
 
 def _check_choice(value: Any, tp: Any, dotted: str, source: str) -> None:
@@ -271,6 +280,14 @@ def _check_choice(value: Any, tp: Any, dotted: str, source: str) -> None:
         return
     if value not in [m.value for m in tp]:
         raise _choice_error(dotted, source, value, tp)
+
+
+def _check_range(value: Any, bounds: Range | None, dotted: str, source: str) -> None:
+    """Numbers only: None, interpolations and wrong types are left to OmegaConf's type check."""
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not bounds.contains(value):
+        raise ConfigError(f"config key '{dotted}' in {source}: {value!r} is out of range; expected {bounds}")
 
 
 def _choice_error(key: str, source: str, value: Any, choices: type[enum.Enum]) -> ConfigError:

@@ -12,6 +12,36 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+RANGE = "range"  # field metadata key: the Range a numeric value must lie in
+
+
+@dataclass(frozen=True)
+class Range:
+    """Where a numeric config value must lie; checked at load, before Ray or any worker starts,
+    so ``data.batch_size: 0`` is an error naming its file instead of a TorchRec failure later."""
+
+    min: float | None = None  # inclusive
+    above: float | None = None  # exclusive lower bound
+    max: float | None = None  # inclusive
+    below: float | None = None  # exclusive upper bound
+
+    def contains(self, value: float) -> bool:
+        return ((self.min is None or value >= self.min) and (self.above is None or value > self.above)
+                and (self.max is None or value <= self.max) and (self.below is None or value < self.below))
+
+    def __str__(self) -> str:
+        bounds = ((">=", self.min), (">", self.above), ("<=", self.max), ("<", self.below))
+        return " and ".join(f"{op} {bound:g}" for op, bound in bounds if bound is not None)
+
+
+def ranged(default: Any, **bounds: float) -> Any:
+    """A field whose value must lie in ``Range(**bounds)``, e.g. ``ranged(512, min=1)``;
+    for a list field (``default`` a list) every item must."""
+    if isinstance(default, list):
+        items = list(default)
+        return field(default_factory=lambda: list(items), metadata={RANGE: Range(**bounds)})
+    return field(default=default, metadata={RANGE: Range(**bounds)})
+
 
 class Choice(str, enum.Enum):
     """Base of every closed set of config values; OmegaConf rejects any other value at load.
@@ -34,7 +64,7 @@ class RunConfig:
     recipe: str = "ctr"
     name: str = "run"
     output_dir: str = "runs"  # the run directory is <output_dir>/<name>; local path or s3://
-    seed: int = 0
+    seed: int = ranged(0, min=0)
     resume: bool = False  # continue from the latest checkpoint in the run directory
     init_from: Optional[str] = None  # load model weights (only) from this checkpoint dir
 
@@ -43,18 +73,26 @@ class RunConfig:
 class SynthConfig:
     """Generated data for smoke runs: written to data.train / data.valid / data.test when absent."""
 
-    rows: int = 20000
-    valid_rows: int = 4000
-    test_rows: int = 4000
-    rows_per_file: int = 5000
-    rows_per_row_group: int = 1000
-    num_sparse: int = 6
-    num_dense: int = 4
-    num_embeddings: int = 1000  # vocabulary of every sparse field
-    multi_hot: int = 1  # how many of the sparse fields are list columns
-    zipf_a: float = 1.2  # power-law exponent of id popularity
-    num_users: int = 500  # group_key cardinality (for GAUC)
-    seed: int = 0
+    rows: int = ranged(20000, min=1)
+    valid_rows: int = ranged(4000, min=1)
+    test_rows: int = ranged(4000, min=1)
+    rows_per_file: int = ranged(5000, min=1)
+    rows_per_row_group: int = ranged(1000, min=1)
+    num_sparse: int = ranged(6, min=1)
+    num_dense: int = ranged(4, min=0)
+    num_embeddings: int = ranged(1000, min=1)  # vocabulary of every sparse field
+    multi_hot: int = ranged(1, min=0)  # how many of the sparse fields are list columns
+    zipf_a: float = ranged(1.2, above=0)  # power-law exponent of id popularity
+    num_users: int = ranged(500, min=1)  # group_key cardinality (for GAUC)
+    seed: int = ranged(0, min=0)
+
+
+class OnBadRows(Choice):
+    """What the reader does with a row holding a bad value (a null, NaN or out-of-range id, a
+    binary label outside [0, 1])."""
+
+    error = "error"  # stop with a DataError naming the file, row group, row, column and value
+    skip = "skip"  # drop the row; each file's count is logged with its first bad row
 
 
 @dataclass
@@ -63,11 +101,12 @@ class DataConfig:
     train: str = MISSING  # Parquet file, directory or glob (local or s3://)
     valid: Optional[str] = None  # early stopping / best-checkpoint selection
     test: Optional[str] = None  # scored once with the best (else the last) weights after training
-    batch_size: int = 512  # per worker
-    eval_batch_size: int = 2048  # per worker
-    loader_workers: int = 0  # DataLoader processes per worker (0: read in the training process)
+    batch_size: int = ranged(512, min=1)  # per worker
+    eval_batch_size: int = ranged(2048, min=1)  # per worker
+    loader_workers: int = ranged(0, min=0)  # DataLoader processes per worker (0: read in the training process)
     shuffle: bool = True  # shuffle row-group order each epoch (seeded by run.seed + epoch)
     s3_endpoint_url: Optional[str] = None  # e.g. http://127.0.0.1:5000 for a local S3 server
+    on_bad_rows: OnBadRows = OnBadRows.error
     synth: Optional[SynthConfig] = None
 
 
@@ -104,16 +143,16 @@ class ComputeKernel(Choice):
 class TableShardingConfig:
     sharding_types: List[EmbeddingShardingType] = field(default_factory=list)  # empty: sharding.default_types
     compute_kernel: Optional[ComputeKernel] = None  # None: the planner chooses
-    embedding_dim: Optional[int] = None  # overrides model.embedding_dim for this table
-    min_partition: Optional[int] = None  # smallest column-shard width the planner may choose (column_wise)
+    embedding_dim: Optional[int] = ranged(None, min=1)  # overrides model.embedding_dim for this table
+    min_partition: Optional[int] = ranged(None, min=1)  # smallest column-shard width the planner may choose (column_wise)
 
 
 @dataclass
 class ShardingConfig:
     default_types: List[EmbeddingShardingType] = field(default_factory=list)  # empty: the planner chooses
     tables: Dict[str, TableShardingConfig] = field(default_factory=dict)
-    hbm_gb: Optional[float] = None  # per-device memory the planner may use (None: device's)
-    ddr_gb: Optional[float] = None
+    hbm_gb: Optional[float] = ranged(None, above=0)  # per-device memory the planner may use (None: device's)
+    ddr_gb: Optional[float] = ranged(None, above=0)
 
 
 class FusedOptimizer(Choice):
@@ -126,9 +165,9 @@ class FusedOptimizer(Choice):
 @dataclass
 class EmbeddingOptimizerConfig:
     type: FusedOptimizer = FusedOptimizer.exact_rowwise_adagrad
-    lr: float = 0.05
-    eps: float = 1e-8
-    weight_decay: float = 0.0
+    lr: float = ranged(0.05, min=0)
+    eps: float = ranged(1e-8, min=0)
+    weight_decay: float = ranged(0.0, min=0)
 
 
 class DenseBackend(Choice):
@@ -152,11 +191,11 @@ class Precision(Choice):
 class DenseConfig:
     backend: DenseBackend = DenseBackend.ddp
     optimizer: DenseOptimizer = DenseOptimizer.adam
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    zero_stage: int = 1  # DeepSpeed ZeRO stage 0-3
+    lr: float = ranged(1e-3, min=0)
+    weight_decay: float = ranged(0.0, min=0)
+    zero_stage: int = ranged(1, min=0, max=3)  # DeepSpeed ZeRO stage 0-3
     precision: Precision = Precision.fp32
-    grad_clip: float = 0.0  # 0: off
+    grad_clip: float = ranged(0.0, min=0)  # 0: off
 
 
 class CtrArch(Choice):
@@ -170,12 +209,12 @@ class CtrModelConfig:
     """The CTR tower (distrec/models/ctr.py): the ctr recipe's model, reused by MSD."""
 
     arch: CtrArch = CtrArch.dcn
-    embedding_dim: int = 16
-    dense_arch: List[int] = field(default_factory=lambda: [64, 16])  # bottom MLP for dense fields
-    over_arch: List[int] = field(default_factory=lambda: [128, 64])  # top MLP
-    cross_layers: int = 2  # DCN-v2
-    cross_low_rank: Optional[int] = None  # DCN-v2 low-rank cross (None: full rank)
-    dropout: float = 0.0
+    embedding_dim: int = ranged(16, min=1)
+    dense_arch: List[int] = ranged([64, 16], min=1)  # bottom MLP for dense fields
+    over_arch: List[int] = ranged([128, 64], min=1)  # top MLP
+    cross_layers: int = ranged(2, min=0)  # DCN-v2
+    cross_low_rank: Optional[int] = ranged(None, min=1)  # DCN-v2 low-rank cross (None: full rank)
+    dropout: float = ranged(0.0, min=0, below=1)
 
 
 class EarlyStoppingMode(Choice):
@@ -189,7 +228,7 @@ class EarlyStoppingConfig:
 
     metric: Optional[str] = None  # e.g. auc, logloss, mrr@5; None: keep the last weights, never stop early
     mode: EarlyStoppingMode = EarlyStoppingMode.max
-    patience: int = 0  # evaluations without a better metric before training stops; 0: never stop
+    patience: int = ranged(0, min=0)  # evaluations without a better metric before training stops; 0: never stop
 
 
 class PlacementStrategy(Choice):
@@ -208,23 +247,26 @@ class NanPolicy(Choice):
 
 @dataclass
 class TrainerConfig:
-    num_workers: int = 2
-    cpus_per_worker: float = 1.0
+    num_workers: int = ranged(2, min=1)
+    cpus_per_worker: float = ranged(1.0, above=0)
     use_gpu: bool = False
     address: Optional[str] = None  # Ray address; None: RAY_ADDRESS, else an embedded local Ray on 127.0.0.1
     placement_strategy: PlacementStrategy = PlacementStrategy.PACK
-    epochs: int = 1
-    max_steps: int = -1  # stop after this many steps in total (-1: run all epochs)
-    log_every: int = 20
-    eval_every: int = 0  # steps between validation evaluations; 0: none between epoch ends
+    epochs: int = ranged(1, min=1)
+    max_steps: int = ranged(-1, min=-1)  # stop after this many steps in total (-1: run all epochs)
+    log_every: int = ranged(20, min=1)
+    eval_every: int = ranged(0, min=0)  # steps between validation evaluations; 0: none between epoch ends
     eval_at_epoch_end: bool = True  # also evaluate when an epoch ends
-    checkpoint_every: int = 0  # steps; 0: checkpoint with every evaluation (at epoch ends without data.valid)
+    checkpoint_every: int = ranged(0, min=0)  # steps; 0: checkpoint with every evaluation (at epoch ends without data.valid)
     early_stopping: EarlyStoppingConfig = field(default_factory=lambda: EarlyStoppingConfig())
-    keep_checkpoints: int = 2
-    max_failures: int = 0  # Ray Train FailureConfig: worker-group restarts before giving up
+    keep_checkpoints: int = ranged(2, min=1)
+    max_failures: int = ranged(0, min=-1)  # Ray Train FailureConfig: worker-group restarts before giving up
     nan_policy: NanPolicy = NanPolicy.error
-    fail_at_step: int = -1  # fault drill: the last rank dies once at this step (-1: never)
-    timeout_s: int = 3600  # a run that takes longer is stopped
+    fail_at_step: int = ranged(-1, min=-1)  # fault drill: the last rank dies once at this step (-1: never)
+    timeout_s: int = ranged(3600, min=1)  # a run that takes longer is stopped
+    # a run whose workers the cluster cannot place within this time fails, naming what it asked for
+    # (time a sweep's trial waits for other trials' workers counts too)
+    startup_timeout_s: float = ranged(600.0, above=0)
 
 
 class MetricName(Choice):
@@ -240,7 +282,7 @@ class MetricName(Choice):
 @dataclass
 class MetricsConfig:
     names: List[MetricName] = field(default_factory=lambda: [MetricName.auc, MetricName.gauc, MetricName.logloss])
-    ks: List[int] = field(default_factory=lambda: [5, 10])  # for hr/mrr/ndcg
+    ks: List[int] = ranged([5, 10], min=1)  # for hr/mrr/ndcg
     tensorboard: bool = True
     mlflow_tracking_uri: Optional[str] = None  # e.g. http://mlflow:5000 or file:///path/mlruns; None: off
     mlflow_experiment: str = "distrec"
@@ -256,18 +298,26 @@ class SweepConfig:
     name: str = "sweep"  # the sweep's folder: <run.output_dir>/<name>
     grid: Dict[str, List[Any]] = field(default_factory=dict)  # key -> values; the cartesian product
     random: Dict[str, List[Any]] = field(default_factory=dict)  # key -> values; one drawn per point
-    num_samples: int = 1  # random points (distinct), each crossed with every grid point
-    random_seed: int = 0  # seeds the draw of the random points
-    seeds: List[int] = field(default_factory=list)  # each point runs once per seed (run.seed); []: run.seed
+    num_samples: int = ranged(1, min=1)  # random points (distinct), each crossed with every grid point
+    random_seed: int = ranged(0, min=0)  # seeds the draw of the random points
+    seeds: List[int] = ranged([], min=0)  # each point runs once per seed (run.seed); []: run.seed
     metric: str = "auc"  # plotted, compared with the baseline, and ASHA's objective
     mode: EarlyStoppingMode = EarlyStoppingMode.max
     baseline: Dict[str, Any] = field(default_factory=dict)  # key -> value of the reference point; {}: the first
-    max_concurrent: int = 2  # trials at a time
-    max_failures: int = 0  # Tune retries of a failed trial (each Ray Train run has trainer.max_failures)
+    max_concurrent: int = ranged(2, min=1)  # trials at a time
+    max_failures: int = ranged(0, min=-1)  # Tune retries of a failed trial (each Ray Train run has trainer.max_failures)
     asha: bool = False  # ASHA early stopping over the metric of each evaluation (needs trainer.max_steps)
-    asha_grace_steps: int = 1  # no trial is stopped before this step
-    asha_reduction_factor: float = 2.0
-    poll_s: float = 2.0  # how often a trial reads its metrics.jsonl to report evaluations to Tune
+    asha_grace_steps: int = ranged(1, min=1)  # no trial is stopped before this step
+    asha_reduction_factor: float = ranged(2.0, above=1)
+    poll_s: float = ranged(2.0, above=0)  # how often a trial reads its metrics.jsonl to report evaluations to Tune
+
+
+@dataclass
+class EvaluationConfig:
+    """``distrec eval``: which saved weights are scored on which split (set by its options)."""
+
+    checkpoint: Optional[str] = None  # a checkpoint directory (the command also accepts a run directory)
+    split: str = "test"  # test | valid (data.test / data.valid) or a Parquet path
 
 
 @dataclass
@@ -282,6 +332,7 @@ class DistrecConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     method: Any = None  # method-specific settings, typed by the recipe
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Arrow record batches -> RecBatch, vectorised with numpy (no per-row Python).
 
 Conversion has two steps so a reader can decode big Arrow chunks and cut many batches from
-each: ``decode_rows`` turns Arrow columns into checked numpy arrays once per chunk, and
-``assemble`` builds a RecBatch from row ranges of one or more decoded chunks (slices and one
-concatenation of the ids, which a KeyedJaggedTensor needs contiguous anyway).
+each: ``decode_rows`` turns Arrow columns into numpy arrays once per chunk (of rows that
+``validate.find_bad_rows`` passed), and ``assemble`` builds a RecBatch from row ranges of one or
+more decoded chunks (slices and one concatenation of the ids, which a KeyedJaggedTensor needs
+contiguous anyway).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from distrec.data.batch import RecBatch
 from distrec.data.schema import FeatureSchema
+from distrec.data.validate import column_array, find_bad_rows, id_fields, int64_values
 from distrec.errors import DataError
 
 _INT64 = pa.int64()
@@ -101,21 +103,6 @@ class DecodedRows:
     group_ids: np.ndarray  # [n] int64
 
 
-def _chunks(batch: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
-    col = batch.column(name)
-    if isinstance(col, pa.ChunkedArray):
-        col = col.chunks[0] if col.num_chunks == 1 else pa.concat_arrays(col.chunks)
-    return col
-
-
-def _ints(arr: pa.Array) -> np.ndarray:
-    if arr.type != _INT64:
-        arr = arr.cast(_INT64)
-    if arr.null_count:
-        arr = arr.fill_null(0)
-    return arr.to_numpy(zero_copy_only=False)
-
-
 def _floats(arr: pa.Array) -> np.ndarray:
     if arr.type != _FLOAT32:
         arr = arr.cast(_FLOAT32)
@@ -128,80 +115,37 @@ def _list_ids(arr: pa.Array, max_len: int | None) -> tuple[np.ndarray, np.ndarra
     """(ids, row offsets into ids) of a list column; sequences keep their last max_len items."""
     offsets = arr.offsets.to_numpy().astype(np.int64)  # already shifted for sliced arrays
     start, end = int(offsets[0]), int(offsets[-1])
-    child = arr.values.slice(start, end - start)
+    values = int64_values(arr.values.slice(start, end - start))
     rel = offsets - start
-    keep = None
-    if arr.null_count:  # a null list may still own child entries: drop them
-        keep = np.repeat(arr.is_valid().to_numpy(zero_copy_only=False), np.diff(rel))
-    if max_len is not None and len(rel) > 1 and np.diff(rel).max() > max_len:
-        row_end = np.repeat(rel[1:], np.diff(rel))
-        last = np.arange(end - start) >= row_end - max_len  # the last max_len items of each row
-        keep = last if keep is None else keep & last
-    if child.null_count:
-        valid = child.is_valid().to_numpy(zero_copy_only=False)
-        keep = valid if keep is None else keep & valid
-    values = _ints(child)
-    if keep is None:
+    if max_len is None or len(rel) < 2 or np.diff(rel).max() <= max_len:
         return values, rel
+    row_end = np.repeat(rel[1:], np.diff(rel))
+    keep = np.arange(end - start) >= row_end - max_len  # the last max_len items of each row
     kept = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
     return values[keep], kept[rel]
 
 
-def _sparse_fields(schema: FeatureSchema) -> list[tuple[str, int, bool, bool, int | None]]:
-    """(column, num_embeddings, hash, is_list, max_len) in KJT key order."""
-    fields = [(f.name, f.num_embeddings, f.hash, f.multi_hot, None) for f in schema.sparse]
-    for s in schema.sequence:
-        if s.owns_table:  # a table of its own: ids are checked against it, never hashed
-            fields.append((s.name, s.num_embeddings, False, True, s.max_len))
-            continue
-        owner = schema.field(s.table)
-        fields.append((s.name, owner.num_embeddings, owner.hash, True, s.max_len))
-    return fields
-
-
-def _check_range(ids: np.ndarray, num_embeddings: int, column: str, source: str) -> None:
-    # as uint64 a negative id is huge, so one max catches both ends
-    if len(ids) and ids.view(np.uint64).max() >= num_embeddings:
-        lo = int(ids.min())
-        bad = lo if lo < 0 else int(ids.max())
-        raise DataError(
-            f"{source}: column '{column}' has id {bad} outside [0, {num_embeddings}) "
-            f"(num_embeddings={num_embeddings}); raise num_embeddings or set hash: true"
-        )
-
-
-def decode_rows(batch: pa.RecordBatch | pa.Table, schema: FeatureSchema, source: str) -> DecodedRows:
-    """Arrow columns -> checked numpy arrays; errors name ``source``, the column and the value."""
+def decode_rows(batch: pa.RecordBatch | pa.Table, schema: FeatureSchema) -> DecodedRows:
+    """Arrow columns -> numpy arrays, for rows ``find_bad_rows`` passed (no null ids, labels or
+    dense values; ids in range)."""
     n = batch.num_rows
     values: list[np.ndarray] = []
     offsets: list[np.ndarray | None] = []
-    for name, num_embeddings, hashed, is_list, max_len in _sparse_fields(schema):
-        arr = _chunks(batch, name)
-        if is_list:
-            ids, offs = _list_ids(arr, max_len)
-        else:
-            ids, offs = _ints(arr), None
-            if arr.null_count:
-                valid = arr.is_valid().to_numpy(zero_copy_only=False)
-                ids = ids[valid]
-                offs = np.concatenate(([0], np.cumsum(valid, dtype=np.int64)))
-        if hashed:
-            ids = np.mod(ids, num_embeddings)
-        else:
-            _check_range(ids, num_embeddings, name, source)
+    for f in id_fields(schema):
+        arr = column_array(batch, f.column)
+        ids, offs = _list_ids(arr, f.max_len) if f.is_list else (int64_values(arr), None)
+        if f.hashed:
+            ids = np.mod(ids, f.num_embeddings)
         values.append(ids)
         offsets.append(offs)
     dense = np.empty((n, len(schema.dense)), dtype=np.float32)
     for j, name in enumerate(schema.dense):
-        dense[:, j] = _floats(_chunks(batch, name))
+        dense[:, j] = _floats(column_array(batch, name))
     labels = np.empty((n, len(schema.labels)), dtype=np.float32)
     for j, name in enumerate(schema.labels):
-        arr = _chunks(batch, name)
-        if arr.null_count:
-            raise DataError(f"{source}: label column '{name}' has {arr.null_count} null value(s)")
-        labels[:, j] = _floats(arr)
+        labels[:, j] = _floats(column_array(batch, name))
     if schema.group_key:
-        group_ids = np.array(_ints(_chunks(batch, schema.group_key)))  # a writable copy for torch
+        group_ids = np.array(int64_values(column_array(batch, schema.group_key)))  # a writable copy for torch
     else:
         group_ids = np.zeros(n, dtype=np.int64)
     return DecodedRows(n, values, offsets, dense, labels, group_ids)
@@ -244,5 +188,9 @@ def assemble(parts: list[tuple[DecodedRows, int, int]], schema: FeatureSchema) -
 
 
 def arrow_to_batch(batch: pa.RecordBatch | pa.Table, schema: FeatureSchema, source: str) -> RecBatch:
-    """Convert rows read from ``source`` into a RecBatch keyed by ``schema.sparse_names``."""
-    return assemble([(decode_rows(batch, schema, source), 0, batch.num_rows)], schema)
+    """Convert rows read from ``source`` into a RecBatch keyed by ``schema.sparse_names``; a bad
+    value is a DataError naming ``source``, the column, the value and its row."""
+    bad = find_bad_rows(batch, schema)
+    if bad is not None:
+        raise DataError(bad.describe(f"{source}, row {bad.first.row}"))
+    return assemble([(decode_rows(batch, schema), 0, batch.num_rows)], schema)

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from distrec.config.schema import OnBadRows
 from distrec.data.batch import RecBatch
 from distrec.data.convert import (
     DecodedRows,
@@ -35,6 +36,7 @@ from distrec.data.convert import (
     decode_rows,
 )
 from distrec.data.schema import FeatureSchema
+from distrec.data.validate import BadRows, SkippedRows, find_bad_rows
 from distrec.errors import DataError
 from distrec.storage import arrow_filesystem, is_s3, list_parquet_files, storage_error
 
@@ -53,6 +55,27 @@ class RowGroupUnit:
     file: str
     row_group: int
     num_rows: int
+
+
+@dataclass(frozen=True)
+class ChunkOrigin:
+    """Where a decoded chunk's rows come from: rows ``offset:`` of ``units`` (one file's row
+    groups, read as one fragment), so a bad row can be named by row group and row."""
+
+    file: str
+    units: tuple[RowGroupUnit, ...]
+    offset: int
+
+    def shifted(self, rows: int) -> ChunkOrigin:
+        return ChunkOrigin(self.file, self.units, self.offset + rows)
+
+    def locate(self, row: int) -> str:
+        pos = self.offset + row
+        for u in self.units:
+            if pos < u.num_rows:
+                return f"{self.file}, row group {u.row_group}, row {pos}"
+            pos -= u.num_rows
+        return f"{self.file}, row {self.offset + row} of row groups {[u.row_group for u in self.units]}"
 
 
 # --- planning ----------------------------------------------------------------------------------
@@ -189,6 +212,12 @@ class ParquetStreamReader(IterableDataset):
 
     ``start_batch=k`` resumes after the first k batches this rank would have yielded (through
     ``make_loader``): the batches that follow are exactly the rest of that sequence.
+
+    Every chunk read is checked (``validate.find_bad_rows``): a bad value is a DataError naming
+    file, row group, row and column, or with ``on_bad_rows=skip`` its row is dropped and counted
+    (a warning per file). Dropped rows shorten the epoch (``pad_to_steps`` fills the planned
+    steps), and a resumed epoch, positioned by footer row counts, may repeat up to as many rows
+    as were dropped before the resume point.
     """
 
     def __init__(
@@ -204,6 +233,7 @@ class ParquetStreamReader(IterableDataset):
         s3_endpoint_url: str | None = None,
         start_batch: int = 0,
         num_loader_workers: int = 0,
+        on_bad_rows: OnBadRows | str = OnBadRows.error,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
@@ -214,6 +244,7 @@ class ParquetStreamReader(IterableDataset):
         self.batch_size = batch_size
         self.s3_endpoint_url = s3_endpoint_url
         self.num_loader_workers = num_loader_workers
+        self.skip_bad_rows = OnBadRows(on_bad_rows) == OnBadRows.skip
         self.units = assign_units(items, rank, world_size, epoch, seed, shuffle)
         streams = max(1, num_loader_workers)
         self._stream_units = [self.units[w::streams] for w in range(streams)]
@@ -261,32 +292,54 @@ class ParquetStreamReader(IterableDataset):
         bs = self.batch_size
         pending: list[tuple[DecodedRows, int, int]] = []
         pending_rows = 0
-        for rb, file in self._scan(units):
-            pos = min(skip_rows, rb.num_rows)  # a resumed stream's partly skipped row group
-            skip_rows -= pos
-            n = rb.num_rows
-            if pos == n:
-                continue
-            rows = decode_rows(rb, self.schema, file)
-            if pending_rows:  # a batch straddling two chunks takes a range of each
-                take = min(bs - pending_rows, n - pos)
-                pending.append((rows, pos, pos + take))
-                pending_rows += take
-                pos += take
-                if pending_rows < bs:
+        skipped, last_file = SkippedRows(), None
+        try:
+            for rb, origin in self._scan(units):
+                first = min(skip_rows, rb.num_rows)  # a resumed stream's partly skipped row group
+                skip_rows -= first
+                if first == rb.num_rows:
                     continue
+                if first:
+                    rb, origin = rb.slice(first), origin.shifted(first)
+                if origin.file != last_file:  # a file's skipped rows are logged once it is done
+                    skipped.log_all()
+                    last_file = origin.file
+                rb = self._usable_rows(rb, origin, skipped)
+                n, pos = rb.num_rows, 0
+                if n == 0:
+                    continue
+                rows = decode_rows(rb, self.schema)
+                if pending_rows:  # a batch straddling two chunks takes a range of each
+                    take = min(bs - pending_rows, n - pos)
+                    pending.append((rows, pos, pos + take))
+                    pending_rows += take
+                    pos += take
+                    if pending_rows < bs:
+                        continue
+                    yield assemble(pending, self.schema)
+                    pending, pending_rows = [], 0
+                while n - pos >= bs:
+                    yield assemble([(rows, pos, pos + bs)], self.schema)
+                    pos += bs
+                if pos < n:
+                    pending, pending_rows = [(rows, pos, n)], n - pos
+            if pending_rows:
                 yield assemble(pending, self.schema)
-                pending, pending_rows = [], 0
-            while n - pos >= bs:
-                yield assemble([(rows, pos, pos + bs)], self.schema)
-                pos += bs
-            if pos < n:
-                pending, pending_rows = [(rows, pos, n)], n - pos
-        if pending_rows:
-            yield assemble(pending, self.schema)
+        finally:
+            skipped.log_all()
 
-    def _scan(self, units: list[RowGroupUnit]) -> Iterator[tuple[pa.RecordBatch, str]]:
-        """Decoded chunks of ``units`` in order, with the file each came from.
+    def _usable_rows(self, rb: pa.RecordBatch, origin: ChunkOrigin, skipped: SkippedRows) -> pa.RecordBatch:
+        """``rb`` if every row is usable; else, with on_bad_rows=skip, ``rb`` without its bad rows."""
+        bad = find_bad_rows(rb, self.schema)
+        if bad is None:
+            return rb
+        if not self.skip_bad_rows:
+            raise DataError(_bad_rows_message(bad, origin, rb.num_rows))
+        skipped.add(origin.file, bad.count, bad.describe(origin.locate(bad.first.row)))
+        return rb.filter(pa.array(~bad.mask))
+
+    def _scan(self, units: list[RowGroupUnit]) -> Iterator[tuple[pa.RecordBatch, ChunkOrigin]]:
+        """Decoded chunks of ``units`` in order, with where each came from.
 
         pyarrow's dataset scanner decodes ahead in its own threads (no GIL), overlapping our
         conversion and, on object stores, the caller's training step. It fills columns a file
@@ -295,31 +348,52 @@ class ParquetStreamReader(IterableDataset):
         chunk_rows = self.batch_size * max(1, min(_DECODE_BATCHES, _DECODE_ROWS // self.batch_size))
         target = arrow_schema(self.schema)
         for fs, run in _runs_by_filesystem(units, self.s3_endpoint_url):
-            urls = {path: u.file for path, u in run}
             fmt = _FORMAT_OBJECT_STORE if isinstance(fs, pafs.S3FileSystem) else _FORMAT
-            fragments = [fmt.make_fragment(path, fs, row_groups=groups) for path, groups in _fragment_runs(run)]
+            runs = _fragment_runs(run)
+            fragments = [fmt.make_fragment(path, fs, row_groups=[u.row_group for u in group])
+                         for path, group in runs]
             scanner = ds.FileSystemDataset(fragments, target, fmt, fs).scanner(
                 columns=self.schema.columns, batch_size=chunk_rows, use_threads=True,
                 batch_readahead=_READAHEAD_BATCHES, fragment_readahead=_READAHEAD_ROW_GROUPS,
             )
+            # batches come in fragment order, each fragment whole: its rows tell where it ends
+            ends = [sum(u.num_rows for u in group) for _, group in runs]
+            current, offset = 0, 0
             try:
                 for tagged in scanner.scan_batches():
-                    yield tagged.record_batch, urls[tagged.fragment.path]
+                    while current + 1 < len(runs) and offset >= ends[current]:
+                        current, offset = current + 1, 0
+                    group = runs[current][1]
+                    yield tagged.record_batch, ChunkOrigin(group[0].file, tuple(group), offset)
+                    offset += tagged.record_batch.num_rows
             except (pa.ArrowInvalid, OSError) as exc:
-                files = sorted(set(urls.values()))
-                named = ", ".join(files[:3]) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
-                raise DataError(f"cannot read {named}: {exc}") from None
+                candidates = [u for _, group in runs[current:] for u in group]
+                raise DataError(self._unreadable(candidates, exc)) from None
+
+    def _unreadable(self, candidates: list[RowGroupUnit], exc: Exception) -> str:
+        """The scanner's error does not say which file failed: read the row groups it may have
+        been reading, in order, until one fails, and name it."""
+        for u in candidates:
+            pf = _open_parquet(u.file, self.s3_endpoint_url)
+            try:
+                pf.read_row_group(u.row_group, columns=self.schema.columns)
+            except (pa.ArrowInvalid, OSError) as own:
+                return f"cannot read {u.file}, row group {u.row_group} (corrupt or truncated?): {own}"
+            finally:
+                pf.close()
+        files = sorted({u.file for u in candidates})
+        return f"cannot read one of {', '.join(files)}: {exc}"
 
 
-def _fragment_runs(run: list[tuple[str, RowGroupUnit]]) -> list[tuple[str, list[int]]]:
+def _fragment_runs(run: list[tuple[str, RowGroupUnit]]) -> list[tuple[str, list[RowGroupUnit]]]:
     """Consecutive units of one file with ascending row groups become one fragment: the file is
     opened and its footer read once for them (a request each on object stores), not per unit."""
-    out: list[tuple[str, list[int]]] = []
+    out: list[tuple[str, list[RowGroupUnit]]] = []
     for path, u in run:
-        if out and out[-1][0] == path and u.row_group > out[-1][1][-1]:
-            out[-1][1].append(u.row_group)
+        if out and out[-1][0] == path and u.row_group > out[-1][1][-1].row_group:
+            out[-1][1].append(u)
         else:
-            out.append((path, [u.row_group]))
+            out.append((path, [u]))
     return out
 
 
@@ -338,6 +412,11 @@ def _runs_by_filesystem(
         run.append((path, u))
     if run:
         yield run_fs, run
+
+
+def _bad_rows_message(bad: BadRows, origin: ChunkOrigin, chunk_rows: int) -> str:
+    return (f"{bad.describe(origin.locate(bad.first.row))}; {bad.count} of the {chunk_rows} rows read "
+            f"with it are bad. Fix the data, or set data.on_bad_rows=skip to drop (and count) bad rows")
 
 
 def check_files(files: Iterable[str], schema: FeatureSchema, s3_endpoint_url: str | None = None) -> None:

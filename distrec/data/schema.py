@@ -12,6 +12,8 @@ Example (every key except ``sparse``/``labels`` is optional)::
     dense: [price, age]            # float columns
     labels: [click]                # float/int columns, first one is the main label (may be
                                    # empty for self-supervised sequence data)
+    binary_labels: [click]         # labels that must lie in [0, 1] (click/conversion); others
+                                   # (class ids, targets) need only be finite
     group_key: user_id             # int64 column grouping rows for GAUC
 
 Every sparse field owns a table named after it unless ``table`` names another field's table;
@@ -28,6 +30,7 @@ import fsspec
 import yaml
 
 from distrec.errors import DataError
+from distrec.storage import filesystem, storage_error
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class FeatureSchema:
     dense: tuple[str, ...] = ()
     sequence: tuple[SequenceField, ...] = ()
     group_key: str | None = None
+    binary_labels: tuple[str, ...] = ()
     source: str = field(default="<memory>", compare=False)
 
     def __post_init__(self) -> None:
@@ -132,6 +136,8 @@ class FeatureSchema:
             out["sequence"] = [_compact(asdict(s), SequenceField) for s in self.sequence]
         if self.group_key:
             out["group_key"] = self.group_key
+        if self.binary_labels:
+            out["binary_labels"] = list(self.binary_labels)
         return out
 
     def save(self, path: str) -> None:
@@ -149,21 +155,25 @@ class FeatureSchema:
                 fh.write(text)
 
     @classmethod
-    def load(cls, path: str) -> "FeatureSchema":
+    def load(cls, path: str, s3_endpoint_url: str | None = None) -> "FeatureSchema":
+        """The schema at ``path`` (local or s3://, through ``data.s3_endpoint_url`` if given)."""
+        fs, fs_path = filesystem(path, s3_endpoint_url)
         try:
-            with fsspec.open(path, "r") as fh:
+            with fs.open(fs_path, "r") as fh:
                 raw = yaml.safe_load(fh)
         except FileNotFoundError:
             raise DataError(f"feature schema file not found: {path}") from None
         except yaml.YAMLError as exc:
             raise DataError(f"feature schema {path} is not valid YAML: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - an unreachable endpoint becomes one actionable error
+            raise storage_error(path, exc, s3_endpoint_url) from None
         return cls.from_dict(raw, source=path)
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "<memory>") -> "FeatureSchema":
         if not isinstance(raw, dict):
             raise DataError(f"feature schema {source}: expected a mapping at the top level")
-        allowed = {"sparse", "sequence", "dense", "labels", "group_key"}
+        allowed = {"sparse", "sequence", "dense", "labels", "group_key", "binary_labels"}
         unknown = sorted(set(raw) - allowed)
         if unknown:
             raise DataError(
@@ -182,6 +192,7 @@ class FeatureSchema:
             dense=tuple(raw.get("dense") or []),
             labels=tuple(raw.get("labels") or []),
             group_key=raw.get("group_key"),
+            binary_labels=tuple(raw.get("binary_labels") or []),
             source=source,
         )
 
@@ -212,6 +223,9 @@ def _validate(schema: FeatureSchema) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataError(f"feature schema {src}: column(s) {dupes} appear more than once")
+    not_labels = sorted(set(schema.binary_labels) - set(schema.labels))
+    if not_labels:
+        raise DataError(f"feature schema {src}: binary_labels {not_labels} are not in labels {list(schema.labels)}")
     owners = {f.name for f in schema.sparse} | {s.name for s in schema.sequence if s.owns_table}
     for f in schema.sparse:
         if not isinstance(f.num_embeddings, int) or f.num_embeddings <= 0:

@@ -45,6 +45,7 @@ def feature_schema(cfg: SynthConfig, source: str = "<synth>") -> FeatureSchema:
         sparse=tuple(sparse),
         dense=tuple(f"d{j}" for j in range(cfg.num_dense)),
         labels=("click",),
+        binary_labels=("click",),
         group_key="user_id",
         source=source,
     )

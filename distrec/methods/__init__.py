@@ -41,6 +41,11 @@ class Recipe:
         """What every training worker calls, as "module:function" (``function(cfg, in_ray)``)."""
         return f"{self.package}.recipe:train_worker"
 
+    @property
+    def eval_entry(self) -> str:
+        """What every ``distrec eval`` worker calls (``function(cfg, in_ray)``)."""
+        return f"{self.package}.recipe:eval_worker"
+
     def module(self):
         return importlib.import_module(f"{self.package}.recipe")
 
@@ -105,6 +110,26 @@ def train(cfg) -> dict:
 
     prepare_data(cfg)
     return run_training(cfg, recipe(cfg.run.recipe).worker_entry)
+
+
+def evaluate(cfg, checkpoint: str, split: str = "test") -> dict:
+    """``distrec eval``: the metrics of ``checkpoint`` (a checkpoint, or a run directory: its best
+    weights, else its latest) on ``split`` (test, valid or a Parquet path), on Ray Train workers
+    like training; the result is in ``<run_dir>/eval/<split>-<checkpoint name>/summary.json``."""
+    import posixpath
+
+    from distrec.train.evaluation import resolve_checkpoint, split_label
+    from distrec.train.launcher import run_training
+
+    if cfg.run.recipe == "conure":
+        raise ConfigError("conure: evaluate a task with `distrec conure eval CONFIG --task K` (each task "
+                          "has its own head, masks and data)")
+    found = resolve_checkpoint(checkpoint, cfg.data.s3_endpoint_url)
+    cfg = cfg.copy()
+    cfg.evaluation.checkpoint, cfg.evaluation.split = found, split
+    cfg.run.name = posixpath.join(cfg.run.name, "eval", f"{split_label(split)}-{posixpath.basename(found.rstrip('/'))}")
+    cfg.run.resume = False
+    return run_training(cfg, recipe(cfg.run.recipe).eval_entry)
 
 
 def train_trial(cfg) -> dict:

@@ -8,7 +8,8 @@ Layout under the run directory (local or any fsspec URL, e.g. s3://)::
 
 A checkpoint is written to ``checkpoints/.tmp-step-N`` and renamed when complete (local disks);
 on object stores, where rename is a copy, it is written in place and only ``latest`` (replaced
-last) makes it visible. Loading reshards: a checkpoint saved by N workers loads onto M workers
+last) makes it visible. ``write_checkpoint`` publishes another writer's files the same way (a
+DeepSpeed engine's own checkpoint: ``distrec.train.deepspeed_session``). Loading reshards: a checkpoint saved by N workers loads onto M workers
 or another sharding plan.
 """
 
@@ -18,6 +19,7 @@ import json
 import logging
 import posixpath
 from contextlib import nullcontext
+from typing import Callable
 
 import fsspec
 import torch.distributed as dist
@@ -30,13 +32,14 @@ from distrec.train.distributed import barrier
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+BEST_DIR = "best"  # beside checkpoints/: the weights of the best evaluation (one kept)
 
 
 def _fs(url: str):
     return fsspec.core.url_to_fs(url)
 
 
-def _is_local(fs) -> bool:
+def is_local_fs(fs) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocol or "local" in protocol
 
@@ -68,10 +71,28 @@ def _gathered(engine):
 def save_checkpoint(run_dir: str, step: int, model, optimizer, engine=None, meta: dict | None = None,
                     keep: int = 2) -> str:
     """Collective: every rank calls it. Returns the final checkpoint path."""
+    def write_state(url: str) -> None:
+        fs, path = _fs(url)
+        with _gathered(engine):
+            state = {"model": model.state_dict(), "optim": optimizer.state_dict()}
+            dcp.save(state, storage_writer=FsspecWriter(url, sync_files=is_local_fs(fs)))
+        if engine is not None:
+            if not is_local_fs(fs):
+                raise CheckpointError(f"DeepSpeed writes its optimizer state to local paths only, not {run_dir}")
+            engine.save_checkpoint(posixpath.join(path, "deepspeed"), tag="state")
+
+    return write_checkpoint(run_dir, step, write_state, meta, keep)
+
+
+def write_checkpoint(run_dir: str, step: int, write_state: Callable[[str], None], meta: dict | None = None,
+                     keep: int = 2) -> str:
+    """Collective: ``write_state(url)`` writes every rank's files into the checkpoint's directory;
+    then rank 0 adds ``meta.json`` (step, world size, ``meta``) and publishes it as the latest,
+    keeping the newest ``keep``. Returns the final checkpoint path."""
     root = checkpoint_root(run_dir)
     fs, root_path = _fs(root)
     name = f"step-{step:09d}"
-    local = _is_local(fs)
+    local = is_local_fs(fs)
     write_url = posixpath.join(root, f".tmp-{name}" if local else name)
     _, write_path = _fs(write_url)
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -80,13 +101,7 @@ def save_checkpoint(run_dir: str, step: int, model, optimizer, engine=None, meta
             fs.rm(write_path, recursive=True)
         fs.makedirs(write_path, exist_ok=True)
     barrier()
-    with _gathered(engine):
-        state = {"model": model.state_dict(), "optim": optimizer.state_dict()}
-        dcp.save(state, storage_writer=FsspecWriter(write_url, sync_files=local))
-    if engine is not None:
-        if not local:
-            raise CheckpointError(f"DeepSpeed writes its optimizer state to local paths only, not {run_dir}")
-        engine.save_checkpoint(posixpath.join(write_path, "deepspeed"), tag="state")
+    write_state(write_url)
     barrier()
     if rank == 0:
         info = {"step": step, "world_size": dist.get_world_size() if dist.is_initialized() else 1}

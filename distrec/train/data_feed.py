@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+from distrec.config.schema import OnBadRows
 from distrec.data.batch import RecBatch, pad_rows
 from distrec.data.reader import (
     ParquetStreamReader,
@@ -30,12 +31,15 @@ class DataFeed:
     shuffle: bool
     loader_workers: int
     s3_endpoint_url: str | None
+    on_bad_rows: OnBadRows = OnBadRows.error
 
     @classmethod
     def open(cls, path: str, schema: FeatureSchema, batch_size: int, rank: int, world_size: int,
-             seed: int, shuffle: bool, loader_workers: int, s3_endpoint_url: str | None) -> "DataFeed":
+             seed: int, shuffle: bool, loader_workers: int, s3_endpoint_url: str | None,
+             on_bad_rows: OnBadRows | str = OnBadRows.error) -> "DataFeed":
         units = plan_units(path, s3_endpoint_url, schema)
-        return cls(schema, units, batch_size, rank, world_size, seed, shuffle, loader_workers, s3_endpoint_url)
+        return cls(schema, units, batch_size, rank, world_size, seed, shuffle, loader_workers, s3_endpoint_url,
+                   OnBadRows(on_bad_rows))
 
     @property
     def num_rows(self) -> int:
@@ -52,7 +56,7 @@ class DataFeed:
         reader = ParquetStreamReader(
             self.schema, self.units, self.batch_size, rank=self.rank, world_size=self.world_size,
             epoch=epoch, seed=self.seed, shuffle=self.shuffle, s3_endpoint_url=self.s3_endpoint_url,
-            start_batch=start_batch, num_loader_workers=self.loader_workers,
+            start_batch=start_batch, num_loader_workers=self.loader_workers, on_bad_rows=self.on_bad_rows,
         )
         padded = pad_to_steps(make_loader(reader), self.steps(epoch) - start_batch, self.schema)
         return (pad_rows(batch, self.batch_size) for batch in padded)

@@ -1,14 +1,19 @@
-"""Where a worker runs: rank, world size and device, plus the loopback-only defaults."""
+"""Where a worker runs: rank, world size and device, plus the loopback-only defaults, collectives
+every session uses and the fault drill (``trainer.fail_at_step``)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import posixpath
 import random
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger("distrec")
 
 LOOPBACK_ENV = {
     "GLOO_SOCKET_IFNAME": "lo",
@@ -79,3 +84,35 @@ def all_ranks_true(flag: bool, device: torch.device = torch.device("cpu")) -> bo
     t = torch.tensor([0 if flag else 1], dtype=torch.int32, device=device)
     dist.all_reduce(t)
     return int(t.item()) == 0
+
+
+def sum_over_ranks(value: int, device: torch.device = torch.device("cpu")) -> int:
+    """``value`` summed over every rank (a collective)."""
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return int(t.item())
+
+
+def mean_over_ranks(values: torch.Tensor) -> float:
+    """The mean of ``values`` over every rank's elements (a collective)."""
+    t = torch.stack([values.detach().sum().cpu(), torch.tensor(float(values.numel()))]).double()
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return float(t[0] / t[1].clamp(min=1))
+
+
+def inject_failure_if_due(fail_at_step: int, step: int, worker: WorkerInfo, run_dir: str) -> None:
+    """``trainer.fail_at_step``: the last rank dies once at that step (fault-tolerance drills); a
+    marker file in ``run_dir`` keeps the restarted run from dying again."""
+    if fail_at_step != step or worker.rank != worker.world_size - 1:
+        return
+    import fsspec
+
+    marker = posixpath.join(run_dir, f".failed-at-step-{step}")
+    fs, path = fsspec.core.url_to_fs(marker)
+    if fs.exists(path):
+        return
+    fs.pipe_file(path, b"injected")
+    log.error("trainer.fail_at_step=%d: killing rank %d now", step, worker.rank)
+    os._exit(17)

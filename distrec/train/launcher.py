@@ -10,10 +10,11 @@ import posixpath
 import socket
 import time
 
-import fsspec
-
 from distrec.config.load import config_to_dict, run_dir, save_resolved_config
+from distrec.storage import arrow_filesystem, filesystem, is_s3, use_s3_endpoint
 from distrec.train.distributed import LOOPBACK_ENV, use_loopback_defaults
+from distrec.train.run_lock import hold_run_lock
+from distrec.train.worker_resources import wait_for_worker_resources
 
 log = logging.getLogger("distrec")
 RAY_CHECKPOINT_REGISTRY = "checkpoint_manager_snapshot.json"  # Ray Train's list of reported checkpoints
@@ -34,6 +35,7 @@ def ray_worker_entry(loop_config: dict) -> None:
     # the level Ray Train gives its workers' root logger.
     configure_logging()
     cfg = OmegaConf.create(loop_config["config"])
+    use_s3_endpoint(cfg.data.s3_endpoint_url)
     module, _, function = loop_config["entry"].partition(":")
     getattr(importlib.import_module(module), function)(cfg, in_ray=True)
 
@@ -93,15 +95,24 @@ def _free_port() -> int:
 def run_training(cfg, entry: str) -> dict:
     """Run ``entry`` ("module:function", called as ``function(cfg, in_ray=True)``) on
     ``trainer.num_workers`` Ray Train workers; returns the final metrics. The data must exist
-    (``distrec.methods.train`` prepares it first)."""
-    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
+    (``distrec.methods.train`` prepares it first). The run holds its directory's lock from before
+    its first write there to its end."""
     from distrec.data.prepare import check_inputs
 
     check_inputs(cfg)
     out = run_dir(cfg)
+    with hold_run_lock(out, cfg.data.s3_endpoint_url):
+        return _launch(cfg, entry, out)
+
+
+def _launch(cfg, entry: str, out: str) -> dict:
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from distrec.train.fail_fast import StopOnInputErrors, unwrap_input_error
+
     save_resolved_config(cfg, out)
+    endpoint = cfg.data.s3_endpoint_url
     trainer_cfg = cfg.trainer
     # Ray Train (read here, in the driver) would move each worker into a scratch directory;
     # config paths are relative to where `distrec run` starts, or to a job's working directory.
@@ -110,6 +121,8 @@ def run_training(cfg, entry: str) -> dict:
     log.info("starting %d training workers on %s; run directory %s", trainer_cfg.num_workers,
              f"the Ray cluster at {address}" if address else "a local Ray (127.0.0.1)", out)
     ensure_ray(trainer_cfg.address, trainer_cfg.num_workers * trainer_cfg.cpus_per_worker, trainer_cfg.use_gpu)
+    wait_for_worker_resources(trainer_cfg)
+    storage_path, storage_filesystem = _ray_storage(cfg.run.output_dir, endpoint)
     trainer = TorchTrainer(
         train_loop_per_worker=ray_worker_entry,
         train_loop_config={"config": config_to_dict(cfg), "entry": entry},
@@ -124,28 +137,45 @@ def run_training(cfg, entry: str) -> dict:
                                  timeout_s=trainer_cfg.timeout_s),
         run_config=RunConfig(
             name=cfg.run.name,
-            storage_path=_absolute(cfg.run.output_dir),
+            storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             failure_config=FailureConfig(max_failures=trainer_cfg.max_failures),
+            callbacks=[StopOnInputErrors()],  # a DataError/ConfigError in a worker is not retried
             # Ray Train's own INFO lines (resource requests, worker group start, process group
             # set-up) stay in its log files; its warnings and workers' errors still print.
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    _forget_earlier_launches(out, cfg.run.resume)
-    trainer.fit()
+    _forget_earlier_launches(out, cfg.run.resume, endpoint)
+    try:
+        trainer.fit()
+    except Exception as exc:
+        cause = unwrap_input_error(exc)
+        if cause is exc:
+            raise
+        raise cause from None
     from distrec.train.plots import plot_training_curves
 
-    plot_training_curves(out)
-    return final_metrics(out)
+    plot_training_curves(out, endpoint)
+    return final_metrics(out, endpoint)
 
 
-def _forget_earlier_launches(out: str, resume: bool) -> None:
+def _ray_storage(output_dir: str, s3_endpoint_url: str | None):
+    """Ray Train's storage_path and storage_filesystem for the run's output_dir: its own
+    filesystem (Ray resolves the URL) unless data.s3_endpoint_url names the S3 endpoint."""
+    if is_s3(output_dir) and s3_endpoint_url:
+        fs, path = arrow_filesystem(output_dir, s3_endpoint_url)
+        return path, fs
+    return _absolute(output_dir), None
+
+
+def _forget_earlier_launches(out: str, resume: bool, s3_endpoint_url: str | None = None) -> None:
     """Ray Train would resume a new launch from its registry of an earlier one in this directory
     (even without run.resume, and failing once distrec pruned checkpoints it lists): every launch
     starts without it and resumes only with run.resume, from the run's newest complete checkpoint.
     A launch without run.resume sets an earlier run's checkpoints and records aside, under
     ``earlier/<time>/``, so the new run neither mixes with nor deletes them."""
-    fs, path = fsspec.core.url_to_fs(out)
+    fs, path = filesystem(out, s3_endpoint_url)
     registry = posixpath.join(path, RAY_CHECKPOINT_REGISTRY)
     if fs.exists(registry):
         fs.rm(registry)
@@ -163,15 +193,14 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def final_metrics(out: str) -> dict:
+def final_metrics(out: str, s3_endpoint_url: str | None = None) -> dict:
     """The run's result: ``summary.json``'s final metrics when the loop wrote one, else the last
     record of ``metrics.jsonl`` (Ray's Result.metrics can be empty, so we keep our own)."""
-    summary = posixpath.join(out, "summary.json")
-    fs, path = fsspec.core.url_to_fs(summary)
-    if fs.exists(path):
-        with fs.open(path, "r") as fh:
+    fs, path = filesystem(out, s3_endpoint_url)
+    summary = posixpath.join(path, "summary.json")
+    if fs.exists(summary):
+        with fs.open(summary, "r") as fh:
             return json.load(fh)["final"]
-    path = posixpath.join(out, "metrics.jsonl")
-    with fsspec.open(path, "r") as fh:
+    with fs.open(posixpath.join(path, "metrics.jsonl"), "r") as fh:
         lines = [line for line in fh.read().splitlines() if line.strip()]
     return json.loads(lines[-1]) if lines else {}

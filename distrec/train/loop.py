@@ -8,6 +8,9 @@ a local process in tests and benchmarks):
 
 A recipe supplies ``build(cfg, schema) -> model`` and ``evaluate(session, feed, cfg, schema) ->
 metrics``; phases of a multi-phase recipe (Conure) run ``TrainLoop`` without evaluation.
+``TrainLoop`` drives any stepper over any batch source (``distrec.train.stepper``): a
+``TrainSession`` over a ``DataFeed`` here, a ``DeepSpeedSession`` for a model trained whole under
+DeepSpeed (the MSD student's distillation).
 
 Clocks: ``train_s`` counts training steps only; evaluation and checkpoint I/O are timed apart
 (``eval_s``, ``checkpoint_s``), so time-to-accuracy is the same measure for every variant. Each
@@ -33,6 +36,7 @@ from distrec.train.data_feed import DataFeed
 from distrec.train.distributed import seed_everything, worker_info
 from distrec.train.progress import ProgressMeter, configure_logging
 from distrec.train.session import TrainSession
+from distrec.train.stepper import BatchSource, Stepper
 
 BuildModel = Callable[..., "torch.nn.Module"]  # noqa: F821  (cfg, schema) -> model on meta
 Evaluate = Callable[[TrainSession, DataFeed, object, FeatureSchema], dict]
@@ -46,7 +50,7 @@ def open_feed(cfg, schema, worker, path: str, train: bool) -> DataFeed:
         batch_size=cfg.data.batch_size if train else cfg.data.eval_batch_size,
         rank=worker.rank, world_size=worker.world_size, seed=cfg.run.seed,
         shuffle=cfg.data.shuffle and train, loader_workers=cfg.data.loader_workers,
-        s3_endpoint_url=cfg.data.s3_endpoint_url,
+        s3_endpoint_url=cfg.data.s3_endpoint_url, on_bad_rows=str(cfg.data.on_bad_rows),
     )
 
 
@@ -86,7 +90,7 @@ class LoopState:
 
 
 class TrainLoop:
-    def __init__(self, session: TrainSession, train: DataFeed, schedule: LoopSchedule,
+    def __init__(self, session: Stepper, train: BatchSource, schedule: LoopSchedule,
                  evaluate: Callable[[], dict] | None = None, checkpoint_meta: dict | None = None) -> None:
         self.session, self.train, self.schedule = session, train, schedule
         self.evaluate_fn = evaluate
@@ -198,7 +202,7 @@ def train_loop(cfg, in_ray: bool, build: BuildModel, evaluate: Evaluate, *, seed
     wall_start = time.perf_counter()
     worker = worker_info(cfg.trainer.use_gpu, cfg.trainer.cpus_per_worker)
     seed_everything(cfg.run.seed + (worker.rank if seed_per_rank else 0))
-    schema = FeatureSchema.load(cfg.data.schema)
+    schema = FeatureSchema.load(cfg.data.schema, cfg.data.s3_endpoint_url)
     out = run_dir(cfg)
     session = TrainSession(cfg, build(cfg, schema), worker, out, in_ray)
     session.restore()

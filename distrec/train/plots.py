@@ -6,17 +6,18 @@ import io
 import json
 import posixpath
 
-import fsspec
+from distrec.storage import filesystem
 
 
-def plot_training_curves(run_dir: str) -> str | None:
+def plot_training_curves(run_dir: str, s3_endpoint_url: str | None = None) -> str | None:
     """Write ``<run_dir>/curves.png`` from ``metrics.jsonl``; returns its path (None: no records)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with fsspec.open(posixpath.join(run_dir, "metrics.jsonl"), "r") as fh:
+    fs, path = filesystem(run_dir, s3_endpoint_url)
+    with fs.open(posixpath.join(path, "metrics.jsonl"), "r") as fh:
         records = [json.loads(line) for line in fh if line.strip()]
     train = [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
     evals = [r for r in records if "auc" in r or "logloss" in r]
@@ -35,7 +36,7 @@ def plot_training_curves(run_dir: str) -> str | None:
         ax.set(title=f"valid {name}", xlabel="step")
     fig.tight_layout()
     target = posixpath.join(run_dir, "curves.png")
-    with fsspec.open(target, "wb") as fh:  # small and written once: no partial state to protect
+    with fs.open(posixpath.join(path, "curves.png"), "wb") as fh:  # small and written once: no partial state to protect
         fh.write(figure_png(fig))
     return target
 

@@ -95,9 +95,12 @@ class ProgressMeter:
         """A resumed run starts at ``step``: the ETA counts only the steps trained from here."""
         self._first_step = step
 
+    def is_log_step(self, step: int) -> bool:
+        return step % self.log_every == 0 or step == self.total_steps
+
     def step(self, step: int, loss: float | None, epoch: int) -> None:
         self._window_steps += 1
-        if step % self.log_every and step != self.total_steps:
+        if not self.is_log_step(step):
             return
         now = time.perf_counter()
         self.last_samples_per_s = self._window_steps * self.global_batch / max(now - self._window_start, 1e-9)

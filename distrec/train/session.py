@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable, Iterator
 
 import fsspec
@@ -17,6 +16,7 @@ import torch.distributed as dist
 
 from distrec.errors import CheckpointError
 from distrec.train.checkpoint import (
+    BEST_DIR,
     latest_checkpoint,
     load_checkpoint,
     read_meta,
@@ -24,7 +24,7 @@ from distrec.train.checkpoint import (
 )
 from distrec.train.data_feed import DataFeed
 from distrec.train.dense_optim import build_optimizers
-from distrec.train.distributed import WorkerInfo
+from distrec.train.distributed import WorkerInfo, inject_failure_if_due, sum_over_ranks
 from distrec.train.pipeline import DistrecTrainPipeline
 from distrec.train.progress import (
     MetricsSink,
@@ -34,17 +34,9 @@ from distrec.train.progress import (
     report_to_ray,
 )
 from distrec.train.sharded_model import shard_model
+from distrec.train.stepper import TrainState
 
 log = logging.getLogger("distrec")
-BEST_DIR = "best"
-
-
-@dataclass
-class TrainState:
-    epoch: int = 0
-    batch_in_epoch: int = 0  # batches of ``epoch`` already trained (the reader resumes after them)
-    step: int = 0
-    rows_in_epoch: int = 0  # real rows of ``epoch`` trained by all ranks, as of the last sync
 
 
 def mlflow_target(cfg) -> MlflowTarget | None:
@@ -169,8 +161,8 @@ class TrainSession:
             self.state.step += 1
             if "weights" in outputs:
                 self._unsynced_rows += int((outputs["weights"] > 0).sum())
-            self.inject_failure_if_due()
-            if self._is_log_step(progress):
+            inject_failure_if_due(self.cfg.trainer.fail_at_step, self.state.step, self.worker, self.run_dir)
+            if progress.is_log_step(self.state.step):
                 loss = self.mean_loss(outputs)
                 progress.step(self.state.step, loss, self.state.epoch)
                 self.sink.write({"loss": loss, "samples_per_s": progress.last_samples_per_s},
@@ -202,26 +194,8 @@ class TrainSession:
 
     def _sync_rows(self) -> None:
         """Add every rank's rows trained since the last sync to ``state.rows_in_epoch``."""
-        t = torch.tensor([self._unsynced_rows], dtype=torch.int64, device=self.worker.device)
-        if dist.is_initialized():
-            dist.all_reduce(t)
-        self.state.rows_in_epoch += int(t.item())
+        self.state.rows_in_epoch += sum_over_ranks(self._unsynced_rows, self.worker.device)
         self._unsynced_rows = 0
-
-    def inject_failure_if_due(self) -> None:
-        """``trainer.fail_at_step``: the last rank dies once at that step (fault-tolerance drills)."""
-        if self.cfg.trainer.fail_at_step != self.state.step or self.worker.rank != self.worker.world_size - 1:
-            return
-        marker = posixpath.join(self.run_dir, f".failed-at-step-{self.state.step}")
-        fs, path = fsspec.core.url_to_fs(marker)
-        if fs.exists(path):
-            return
-        fs.pipe_file(path, b"injected")
-        log.error("trainer.fail_at_step=%d: killing rank %d now", self.state.step, self.worker.rank)
-        os._exit(17)
-
-    def _is_log_step(self, progress: ProgressMeter) -> bool:
-        return self.state.step % progress.log_every == 0 or self.state.step == progress.total_steps
 
     def mean_loss(self, outputs: dict) -> float:
         """Loss averaged over every rank's real rows (a collective on log steps only)."""

@@ -23,8 +23,9 @@ if str(REPO) not in sys.path:
 
 from test_benchmarks import MACHINE_KEYS  # noqa: E402
 
-IMPORTERS = {"criteo", "aliccp", "aliccp_raw", "recbole", "conure_recbole", "conure_ttl", "sessions"}
-GROWS_BY_DESIGN = {"recbole", "conure_recbole"}
+IMPORTERS = {"criteo", "aliccp", "aliccp_raw", "recbole", "conure_recbole", "conure_ttl", "sessions", "table",
+             "interactions"}
+GROWS_BY_DESIGN = {"recbole", "conure_recbole", "interactions"}
 BALLAST_MIB = 512
 
 
@@ -106,6 +107,17 @@ def expected_rows(importer: str, src: Path) -> tuple[int, dict]:
         kept = sum(len(s) >= 2 for s in seqs)
         splits = ("valid", "test", *(f"train/chunk-{c}" for c in range(5)))
         return len(seqs), {splits: kept, ("items.parquet",): len({t for s in seqs for t in s})}
+    if importer == "table":
+        lines = data_lines(src, header_lines=1)  # vocabularies: of the training rows only, not checked here
+        return len(lines), {("train", "valid", "test"): len(lines)}
+    if importer == "interactions":
+        lines = data_lines(src)
+        per_session = Counter(line.split(",")[0] for line in lines)
+        splits = ("valid", "test", *(f"train/chunk-{c}" for c in range(5)))
+        assert max(per_session.values()) <= 50  # the default max_len: one row per kept session
+        kept = {s for s, c in per_session.items() if c >= 2}
+        return len(lines), {splits: len(kept), ("items.parquet",): len({line.split(",")[2] for line in lines
+                                                                         if line.split(",")[0] in kept})}
     raise AssertionError(importer)
 
 

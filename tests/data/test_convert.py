@@ -35,11 +35,11 @@ SCHEMA = FeatureSchema.from_dict(
 
 def _table(**overrides) -> pa.Table:
     cols = {
-        "a": pa.array([3, None, 7, 0], pa.int64()),
+        "a": pa.array([3, 1, 7, 0], pa.int64()),
         "h": pa.array([-1, 12, 5, 10], pa.int64()),
-        "m": pa.array([[1, None, 2], None, [], [9]], pa.list_(pa.int64())),
+        "m": pa.array([[1, 2], [], [], [9]], pa.list_(pa.int64())),
         "s": pa.array([[1, 2, 3], [4], [5, 6, 7, 8], []], pa.list_(pa.int64())),
-        "x": pa.array([0.5, None, 2.0, 1.0], pa.float32()),
+        "x": pa.array([0.5, 0.0, 2.0, 1.0], pa.float32()),
         "y": pa.array([1, 0, 1, 0], pa.int8()),
         "g": pa.array([10, 11, 12, 13], pa.int64()),
     }
@@ -51,7 +51,7 @@ def test_kjt_values_and_lengths():
     b = arrow_to_batch(_table(), SCHEMA, "t.parquet")
     assert b.sparse.keys() == ["a", "h", "m", "s"]
     jt = b.sparse.to_dict()
-    assert jt["a"].values().tolist() == [3, 7, 0] and jt["a"].lengths().tolist() == [1, 0, 1, 1]
+    assert jt["a"].values().tolist() == [3, 1, 7, 0] and jt["a"].lengths().tolist() == [1, 1, 1, 1]
     assert jt["h"].values().tolist() == [9, 2, 5, 0]  # hashed: id % num_embeddings, never negative
     assert jt["m"].values().tolist() == [1, 2, 9] and jt["m"].lengths().tolist() == [2, 0, 0, 1]
     # sequences keep their last max_len items
@@ -74,14 +74,14 @@ def test_kjt_of_sliced_and_chunked_input():
 
 
 def test_id_out_of_range_names_column_value_and_size():
-    with pytest.raises(DataError, match=r"f\.parquet.*'a'.*id 10 .*num_embeddings=10"):
+    with pytest.raises(DataError, match=r"f\.parquet, row 1: column 'a' \(sparse field\) has 10, .*num_embeddings=10"):
         arrow_to_batch(_table(a=pa.array([1, 10, 2, 3], pa.int64())), SCHEMA, "f.parquet")
-    with pytest.raises(DataError, match=r"'s'.*id -4"):
+    with pytest.raises(DataError, match=r"row 1: column 's' \(sequence field\) has -4"):
         arrow_to_batch(_table(s=pa.array([[1], [-4], [], []], pa.list_(pa.int64()))), SCHEMA, "f.parquet")
 
 
 def test_null_label_is_an_error():
-    with pytest.raises(DataError, match=r"f\.parquet.*label column 'y'"):
+    with pytest.raises(DataError, match=r"f\.parquet, row 1: column 'y' \(label\) has null"):
         arrow_to_batch(_table(y=pa.array([1, None, 0, 0], pa.int8())), SCHEMA, "f.parquet")
 
 
@@ -132,7 +132,7 @@ def test_wrong_type_and_missing_column_caught_when_planning(tmp_path):
 def test_bad_id_raised_while_reading(tmp_path):
     f = _write(tmp_path / "ids.parquet", _table(a=pa.array([1, 2, 3, 99], pa.int64())))
     reader = ParquetStreamReader(SCHEMA, [f], batch_size=2)
-    with pytest.raises(DataError, match=r"ids\.parquet.*'a'.*id 99.*num_embeddings=10"):
+    with pytest.raises(DataError, match=r"ids\.parquet, row group 1, row 1: column 'a'.* has 99,.*num_embeddings=10"):
         list(reader)
 
 

@@ -258,7 +258,7 @@ BAD_CHOICES = [  # (recipe, override with a bad value, the key reported, the val
     ("msd", "model.arch=dlrmm", "model.arch", "dlrmm", CTR_ARCHS),
     ("egean", "model.variant=escm2", "model.variant", "escm2", "egean, esmm, escm2_ipw, escm2_dr, naive_cvr"),
     ("egean", "method.mmd_embedding=both", "method.mmd_embedding", "both", "gated, lora"),
-    ("conure", "method.strategy=finetune", "method.strategy", "finetune", "conure, finetune_all, separate"),
+    ("conure", "method.strategy=finetune", "method.strategy", "finetune", "conure, finetune_all, separate, finetune_copy"),
     ("conure", "method.tasks=[{name: t1, kind: nextitem}]", "method.tasks[0].kind", "nextitem",
      "next_item, item_rec, profile"),
     ("conure", "method.eval_split=train", "method.eval_split", "train", "valid, test"),

@@ -11,7 +11,7 @@ from distrec.methods import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PRESETS = sorted(p for p in CONFIGS.rglob("*.yaml")
-                 if not {"prompts", "schemas"} & set(p.parts) and p.name != "base.yaml")
+                 if not {"prompts", "schemas", "data"} & set(p.relative_to(CONFIGS).parts) and p.name != "base.yaml")
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: str(p.relative_to(CONFIGS)))

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from distrec.data.importers.aliccp import import_aliccp
 from distrec.data.importers.aliccp_raw import import_aliccp_raw
 from distrec.data.importers.criteo import import_criteo
+from distrec.data.importers.interactions import import_interactions
 from distrec.data.importers.recbole import import_recbole
 from distrec.data.importers.sessions import import_sessions
+from distrec.data.importers.table import import_table
 from distrec.data.schema import FeatureSchema
 
 IMPORTERS: dict[str, Callable[..., FeatureSchema]] = {
@@ -24,6 +26,9 @@ IMPORTERS: dict[str, Callable[..., FeatureSchema]] = {
     "aliccp_raw": import_aliccp_raw,
     "criteo": import_criteo,
     "sessions": import_sessions,
+    "interactions": import_interactions,
+    "table": import_table,
 }
 
-__all__ = ["IMPORTERS", "import_aliccp", "import_aliccp_raw", "import_criteo", "import_recbole"]
+__all__ = ["IMPORTERS", "import_aliccp", "import_aliccp_raw", "import_criteo", "import_interactions",
+           "import_recbole", "import_sessions", "import_table"]

@@ -89,6 +89,7 @@ def import_aliccp(
         sparse=tuple(sparse_field_for(names[c], encoders[c]) for c in sparse),
         dense=tuple(names[c] for c in dense),
         labels=LABELS,
+        binary_labels=LABELS,
         group_key=names[USER_FIELD] if USER_FIELD in sparse else None,
     )
     types = {c: pa.string() for c in sparse} | {c: pa.float32() for c in dense + list(LABELS)}

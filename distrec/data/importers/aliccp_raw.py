@@ -493,6 +493,7 @@ def _feature_schema(encoders: dict) -> FeatureSchema:
         sparse=tuple(sparse_field_for(f"f_{f}", encoders[f], multi_hot=f in _MULTI) for f in FIELDS),
         dense=tuple(f"d_{f}" for f in DENSE_ORDER),
         labels=LABELS,
+        binary_labels=LABELS,
         group_key=f"f_{USER_FIELD}",
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob as globlib
 import re
 import sys
 import time
@@ -89,7 +90,29 @@ def glob_files(pattern: str) -> list[str]:
     return [full_url(fs, p) for p in sorted(fs.glob(fs_path)) if fs.isfile(p)]
 
 
-def _csv_source(path: str):
+def input_files(src: str, what: str = "input") -> list[str]:
+    """The files ``src`` names: one file, a glob, or a directory (its files, hidden ones and
+    ``_SUCCESS``-style markers left out), in natural order (day_2 before day_10)."""
+    fs, path = filesystem(src)
+    if globlib.has_magic(path):
+        files = glob_files(src)
+    elif fs.isdir(path):
+        files = [full_url(fs, p) for p in fs.ls(path, detail=False)
+                 if fs.isfile(p) and not p.rsplit("/", 1)[-1].startswith((".", "_"))]
+    elif fs.isfile(path):
+        files = [src]
+    else:
+        files = []
+    if not files:
+        raise DataError(f"{what} not found: {src} (expected a file, a glob or a directory)")
+    return sorted(files, key=_natural_key)
+
+
+def _natural_key(path: str):
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
+
+
+def csv_source(path: str):
     fs, fs_path = filesystem(path)
     if isinstance(fs, LocalFileSystem):
         return fs_path  # pyarrow's native reader; detects .gz/.bz2/.zst by extension itself
@@ -122,7 +145,7 @@ def csv_batches(
         quoted_strings_can_be_null=True,
     )
     try:
-        reader = pacsv.open_csv(_csv_source(path), read_options=read, parse_options=parse,
+        reader = pacsv.open_csv(csv_source(path), read_options=read, parse_options=parse,
                                 convert_options=convert)
         yield from reader
     except pa.ArrowInvalid as exc:
@@ -131,6 +154,12 @@ def csv_batches(
 
 def _explain_csv_error(exc, path, names, types, delimiter, header_lines, quoting) -> DataError:
     msg = str(exc)
+    ragged = re.search(r"Expected (\d+) columns, got (\d+)", msg)
+    if ragged:
+        expected, got = int(ragged.group(1)), int(ragged.group(2))
+        line = _first_ragged_line(path, expected, delimiter)
+        return DataError(f"{path}{f' line {line}' if line else ''}: {got} {delimiter!r}-separated fields, expected "
+                         f"{expected} as in the first line ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})")
     bad = re.match(r"In CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'", msg)
     if not bad:
         return DataError(f"{path}: cannot parse as {delimiter!r}-delimited text: {msg}")
@@ -140,6 +169,18 @@ def _explain_csv_error(exc, path, names, types, delimiter, header_lines, quoting
     return DataError(
         f"{path}: column '{column}'{where} has value {value!r}; expected a number ({kind})"
     )
+
+
+def _first_ragged_line(path: str, fields: int, delimiter: str) -> int | None:
+    """1-based number of the first line without ``fields`` fields (a second, error-only pass)."""
+    import csv
+
+    for first_line_no, block in text_blocks(path, CSV_BLOCK_BYTES):
+        lines = block.decode("utf-8", errors="replace").split("\n")
+        for i, row in enumerate(csv.reader(lines, delimiter=delimiter)):
+            if row and len(row) != fields:
+                return first_line_no + i
+    return None
 
 
 def _find_line(path, names, column, value, delimiter, header_lines, quoting) -> int | None:
@@ -174,10 +215,62 @@ def numbers(batch: pa.RecordBatch, column: str, path: str, first_line_no: int, *
     return arr.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
 
+def time_values(arr: pa.Array, path: str, column: str, first_line_no: int) -> np.ndarray:
+    """A time column as float64 for ordering: numbers as they are (epoch seconds, frames, ...),
+    ISO dates/times (``2014-04-07T10:51:09.277Z``, ``2016-05-09``) as epoch seconds; empty or
+    unreadable values are a DataError naming the line."""
+    scale = 1.0
+    if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+        values, scale = pc.cast(pc.cast(arr, pa.timestamp("ns")), pa.int64()), 1e-9
+    elif pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+        values = arr
+    else:
+        text = pc.utf8_trim_whitespace(arr.cast(pa.string()))
+        try:
+            values = pc.cast(text, pa.float64())
+        except pa.ArrowInvalid:
+            try:
+                stamps = pc.cast(pc.replace_substring_regex(text, r"Z$", ""), pa.timestamp("ns"))
+            except pa.ArrowInvalid:
+                bad = _first_unreadable_time(text)
+                raise DataError(f"{path}: column '{column}' on line {first_line_no + bad} has "
+                                f"{text[bad].as_py()!r}; expected a number or an ISO date/time "
+                                "(2014-04-07T10:51:09Z)") from None
+            values, scale = pc.cast(stamps, pa.int64()), 1e-9
+    if values.null_count:
+        line = first_line_no + int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{path}: column '{column}' is empty on line {line}; expected a time")
+    return values.to_numpy(zero_copy_only=False).astype(np.float64) * scale
+
+
+def _first_unreadable_time(text: pa.Array) -> int:
+    for i, value in enumerate(text.to_pylist()):
+        if value is None:
+            continue
+        try:
+            pc.cast(pa.array([value.removesuffix("Z")]), pa.timestamp("ns"))
+        except pa.ArrowInvalid:
+            try:
+                float(value)
+            except ValueError:
+                return i
+    return 0
+
+
+def uniform_hash(keys: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform float in [0, 1) per integer key: SplitMix64 of key + seed, the same on every run
+    and machine (row numbers or hashed keys -> a seeded split without a pass over the data)."""
+    z = keys.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % (1 << 64))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 # --- id encoders: 0 = missing/unknown, real values >= 1 ------------------------------------------
 
 
-def _map_dictionary(values: pa.Array | pa.ChunkedArray, map_dict) -> np.ndarray:
+def map_dictionary(values: pa.Array | pa.ChunkedArray, map_dict) -> np.ndarray:
     """Apply ``map_dict`` (dictionary values -> int64 ids) once per distinct value; nulls -> 0."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
@@ -205,7 +298,7 @@ class Vocab:
 
     def encode(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         get = self._ids.get
-        return _map_dictionary(
+        return map_dictionary(
             values, lambda d: np.fromiter((get(v, 0) for v in d.to_pylist()), np.int64, len(d))
         )
 
@@ -241,7 +334,7 @@ class Hasher:
             h = pd.util.hash_array(raw, categorize=False)
             return (h % np.uint64(self.num_embeddings - 1)).astype(np.int64) + 1
 
-        return _map_dictionary(values, hash_dictionary)
+        return map_dictionary(values, hash_dictionary)
 
 
 def sparse_field_for(name: str, encoder: Vocab | Hasher, **kwargs) -> SparseField:
@@ -381,7 +474,8 @@ class ImportOutput:
     writers and writes ``schema.yaml`` last: its presence marks a complete import."""
 
     SPLITS = ("train", "valid", "test", "sequences")
-    FILES = ("items.parquet", "users.parquet")
+    FILES = ("items.parquet", "users.parquet", "transform.yaml")
+    GLOBS = ("vocabularies/*.parquet",)
 
     def __init__(self, out: str, options: WriteOptions) -> None:
         self.out = out.rstrip("/")
@@ -419,6 +513,8 @@ class ImportOutput:
         found = [self.path(f) for f in ("schema.yaml",) + self.FILES if self.fs.isfile(self.path(f))]
         for split in self.SPLITS:
             found += sorted(self.fs.glob(self.path(f"{split}/part-*.parquet")))
+        for pattern in self.GLOBS:
+            found += sorted(self.fs.glob(self.path(pattern)))
         return found
 
     def parts(self, subdir: str, arrow_schema: pa.Schema) -> PartWriter:
@@ -430,6 +526,11 @@ class ImportOutput:
         path = self.path(rel)
         with atomic_parquet_writer(path, table.schema, self.fs) as writer:
             writer.write_table(table, row_group_size=self.options.row_group_size)
+        self.committed.append(path)
+
+    def write_text(self, rel: str, text: str) -> None:
+        path = self.path(rel)
+        write_text_atomic(path, text, self.fs)
         self.committed.append(path)
 
     def finish(self, schema: FeatureSchema) -> FeatureSchema:

@@ -16,9 +16,6 @@ counts lines, unless ``limit_rows`` is set).
 
 from __future__ import annotations
 
-import glob as globlib
-import re
-
 import numpy as np
 import pyarrow as pa
 
@@ -32,13 +29,13 @@ from distrec.data.importers.common import (
     count_lines,
     csv_batches,
     first_line,
-    glob_files,
+    input_files,
     numbers,
     require_columns,
+    uniform_hash,
 )
 from distrec.data.schema import FeatureSchema, SparseField
 from distrec.errors import ConfigError, DataError
-from distrec.storage import filesystem, full_url
 
 DENSE = [f"I{i}" for i in range(1, 14)]
 SPARSE = [f"C{i}" for i in range(1, 27)]
@@ -71,7 +68,7 @@ def import_criteo(
         )
     output = ImportOutput(out, opts)
     hasher = Hasher(hash_size)
-    files = _input_files(src)
+    files = input_files(src, "Criteo input")
     layouts = {path: _layout(path) for path in files}
     if split == "last":
         total = 0
@@ -92,6 +89,7 @@ def import_criteo(
         sparse=tuple(SparseField(c.lower(), hash_size, hash=True) for c in SPARSE),
         dense=tuple(c.lower() for c in DENSE),
         labels=("click",),
+        binary_labels=("click",),
     )
     types = {"label": pa.float32()} | {c: pa.float64() for c in DENSE} | {c: pa.string() for c in SPARSE}
     with output:
@@ -132,26 +130,6 @@ def _convert(batch: pa.RecordBatch, path: str, line: int, hasher: Hasher, schema
     return pa.table(cols, schema=schema)
 
 
-def _input_files(src: str) -> list[str]:
-    fs, path = filesystem(src)
-    if globlib.has_magic(path):
-        files = glob_files(src)
-    elif fs.isdir(path):
-        files = [full_url(fs, p) for p in fs.ls(path, detail=False)
-                 if fs.isfile(p) and not p.rsplit("/", 1)[-1].startswith((".", "_"))]
-    elif fs.isfile(path):
-        files = [src]
-    else:
-        files = []
-    if not files:
-        raise DataError(f"Criteo input not found: {src} (expected a file, a glob or a directory)")
-    return sorted(files, key=_natural_key)
-
-
-def _natural_key(path: str):
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
-
-
 def _layout(path: str) -> tuple[str, list[str], int]:
     """(delimiter, column names, header lines) from the first line."""
     line = first_line(path)
@@ -175,16 +153,12 @@ class _HashRows:
     """Split index (0 train, 1 valid, 2 test) from a SplitMix64 hash of the global row number."""
 
     def __init__(self, seed: int, fractions: dict[str, float]) -> None:
-        self.offset = np.uint64((seed * 0x9E3779B97F4A7C15) % (1 << 64))
+        self.seed = seed
         self.bounds = np.cumsum([1.0 - sum(fractions.values()), *fractions.values()])[:-1]
         self.skip = [f == 0 for f in fractions.values()]
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
-        z = rows.astype(np.uint64) + self.offset
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-        uniform = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+        uniform = uniform_hash(rows, self.seed)
         return _dense_index(np.searchsorted(self.bounds, uniform, side="right"), self.skip)
 
 

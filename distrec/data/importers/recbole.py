@@ -130,6 +130,7 @@ def import_recbole(
         sequence=(SequenceField("hist_item_id", "item_id", max_history),) if max_history else (),
         dense=tuple(sides["item"].dense + sides["user"].dense),
         labels=("click",),
+        binary_labels=("click",),
         group_key="user_id",
     )
     with output:

@@ -24,6 +24,12 @@ windows of one sequence stay in one chunk): continual-learning stages read the f
 (``train/chunk-[0-{k-1}]``), so the data seen at 0.2 is contained in the data at 0.4. Within
 each output directory rows keep the order of the source.
 
+A text source is checked before anything is written: a file whose lines are events of an
+interaction log (a header naming session/item columns, dates or times in the fields, another
+delimiter than the comma, or narrow lines whose first field repeats as a session id does) is
+refused with a DataError that names the ``distrec data import interactions`` call reading it; a
+click table (a header with click/label columns) is sent to ``distrec data import table``.
+
 The source is read twice and never held in memory: the first pass counts the sequences (and
 builds the token vocabulary of a text file), the second writes each sequence where the seeded
 split sends it.
@@ -44,6 +50,13 @@ from distrec.data.importers.common import (
     WriteOptions,
     require_file,
     text_blocks,
+)
+from distrec.data.importers.text_format import (
+    delimiter_name,
+    detect_layout,
+    interactions_command,
+    label_columns,
+    looks_like_event_log,
 )
 from distrec.data.schema import FeatureSchema, SequenceField
 from distrec.errors import ConfigError, DataError
@@ -91,19 +104,24 @@ def write_sequence_splits(
     seed: int = 0,
     item_tokens: list[str] | None = None,
     options: WriteOptions | None = None,
+    order: np.ndarray | None = None,
 ) -> FeatureSchema:
     """Write ``sequences`` (int64 arrays of ids in 1..num_items-1) as the layout described above.
 
     ``sequences`` is iterated twice, so it must be a collection (e.g. a list) or another
-    re-iterable source, not a one-shot iterator."""
+    re-iterable source, not a one-shot iterator. ``order`` (indices of the sequences of 2+ items,
+    counted in source order) replaces the seeded permutation: training takes its first ranks,
+    then validation, then test, e.g. sequences sorted by their last event for a split by time."""
     if iter(sequences) is sequences:
         raise ConfigError("write_sequence_splits: sequences are read twice; pass a list, not an iterator")
     _check_options(max_len, split, cl_chunks)
     options = options or WriteOptions(256, 1 << 20, False, 10.0)
     output = ImportOutput(out, options)
     kept = _count_kept(sequences, out, options.progress_every_s)
+    if order is not None and not np.array_equal(np.sort(order), np.arange(kept)):
+        raise ConfigError(f"write_sequence_splits: order must be a permutation of the {kept} sequences of 2+ items")
     return _write_splits(output, sequences, kept, num_items, max_len=max_len, split=split,
-                         cl_chunks=cl_chunks, seed=seed, item_tokens=item_tokens)
+                         cl_chunks=cl_chunks, seed=seed, item_tokens=item_tokens, order=order)
 
 
 def cl_chunk_glob(train_dir: str, chunks: int) -> str:
@@ -136,14 +154,15 @@ def _count_kept(sequences: Iterable[np.ndarray], what: str, progress_every_s: fl
     return kept
 
 
-def _destinations(kept: int, split, cl_chunks: int, seed: int) -> np.ndarray:
+def _destinations(kept: int, split, cl_chunks: int, seed: int, order: np.ndarray | None = None) -> np.ndarray:
     """Where each kept sequence, in source order, goes: training chunk 0..cl_chunks-1, VALID or TEST.
 
     A seeded permutation ranks the sequences; the first ``round(split[0] * kept)`` ranks train,
     the next ``round(split[1] * kept)`` validate, the rest test. Training rank r goes to chunk
     ``r * cl_chunks // n_train``: chunks differ by at most one sequence, and the first k chunks
-    are the same sequences whatever comes after them."""
-    order = np.random.default_rng(seed).permutation(kept)
+    are the same sequences whatever comes after them. A given ``order`` replaces the permutation."""
+    if order is None:
+        order = np.random.default_rng(seed).permutation(kept)
     n_train = round(split[0] * kept)
     n_valid = round(split[1] * kept)
     destinations = np.full(kept, TEST, dtype=np.uint8)
@@ -156,10 +175,11 @@ def _destinations(kept: int, split, cl_chunks: int, seed: int) -> np.ndarray:
 
 
 def _write_splits(output: ImportOutput, sequences: Iterable[np.ndarray], kept: int, num_items: int, *,
-                  max_len: int, split, cl_chunks: int, seed: int, item_tokens: list[str] | None) -> FeatureSchema:
+                  max_len: int, split, cl_chunks: int, seed: int, item_tokens: list[str] | None,
+                  order: np.ndarray | None = None) -> FeatureSchema:
     if kept < 3:
         raise DataError(f"{output.out}: need at least 3 sequences of 2+ items to split, got {kept}")
-    destinations = _destinations(kept, split, cl_chunks, seed)
+    destinations = _destinations(kept, split, cl_chunks, seed, order)
     schema = FeatureSchema(sparse=(), sequence=(SequenceField(SEQUENCE_FIELD, max_len=max_len,
                                                               num_embeddings=num_items),), labels=())
     with output:
@@ -286,6 +306,7 @@ class _SessionText:
 
     def __init__(self, src: str, pad_token: str) -> None:
         require_file(src, "session file")
+        refuse_event_logs(src, pad_token)
         self.src, self.pad_token = src, pad_token
         self.vocab = Vocab()
         self._vocab_complete = False
@@ -352,3 +373,26 @@ class _SessionText:
                 f"{self.src} line {line_numbers[line]}: empty item token at position {empty[0] - offsets[line] + 1}; "
                 "expected comma-separated item tokens, one sequence per line"
             )
+
+
+def refuse_event_logs(src: str, pad_token: str) -> None:
+    """A DataError when the first lines of ``src`` are events of an interaction log, not sequences."""
+    layout = detect_layout(src)
+    reasons = []
+    if layout.delimiter != "," and layout.fields > 1:
+        reasons.append(f"its fields are separated by {layout.delimiter!r} ({delimiter_name(layout.delimiter)}), "
+                       "not commas")
+    if (why := looks_like_event_log(layout, pad_token)) is not None:
+        reasons.append(why)
+    if labels := label_columns(layout):
+        raise DataError(
+            f"{src}: not a session file: line 1 is a header with label column(s) {labels}, so it is a click table. "
+            "`distrec data import sessions` reads one whole sequence per line (item tokens separated by commas, "
+            f"oldest first). For a click table use: distrec data import table {src} OUT --spec SPEC.yaml "
+            "(configs/data/table-spec.example.yaml)")
+    if reasons:
+        raise DataError(
+            f"{src}: not a session file: {'; '.join(reasons)}, so each line looks like one event of an "
+            "interaction log. `distrec data import sessions` reads one whole sequence per line (item tokens "
+            f"separated by commas, oldest first). For one event per line use: {interactions_command(layout)}"
+        )

@@ -45,12 +45,27 @@ def run_report(cfg, address: str | None = None, run: bool = True) -> dict:
     fs, path = filesystem(outcome.paths["results.json"])
     results = json.loads(fs.cat_file(path))
     report = build_report(trial_runs(cfg, outcome.dir, results))
+    report["majority_class_accuracy"] = majority_class_accuracy(cfg)
     report["sweep"] = {"name": results["sweep"], "dir": outcome.dir, "trials": len(results["trials"]),
                        "unfinished": results["unfinished"]}
     paths = write_report(report, outcome.dir)
     report["paths"] = {**outcome.paths, **paths}
     report["errored"] = outcome.errored
     return report
+
+
+def majority_class_accuracy(cfg) -> dict[str, float]:
+    """Control for each profile task: the accuracy on ``method.eval_split`` of always answering
+    the training split's most frequent class."""
+    from distrec.methods.conure.tasks import resolve_tasks, target_counts
+
+    out = {}
+    for task in resolve_tasks(cfg):
+        if task.spec.kind == "profile":
+            majority = int(target_counts(task, cfg.data.s3_endpoint_url).argmax())
+            evaluated = target_counts(task, cfg.data.s3_endpoint_url, str(cfg.method.eval_split))
+            out[task.name] = float(evaluated[majority] / max(int(evaluated.sum()), 1))
+    return out
 
 
 def trial_runs(cfg, sweep_dir: str, results: dict) -> dict[str, dict[int, tuple[str, ConureState]]]:
@@ -220,6 +235,10 @@ def report_markdown(report: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(
                 _fmt(report["strategies"][s]["forgetting"].get(name), signed=True) for s in strategies) + " |")
         lines.append("")
+    controls = report.get("majority_class_accuracy")
+    if controls:
+        lines += ["Control: always answering a profile task's most frequent training class scores "
+                  + ", ".join(f"{name} {acc:.4f}" for name, acc in controls.items()) + " accuracy.", ""]
     lines += comparison_markdown(report.get("conure_vs", {}))
     return "\n".join(lines)
 

@@ -71,7 +71,7 @@ def resolve_tasks(cfg) -> list[ResolvedTask]:
         if kind not in TaskKind.values():
             raise ConfigError(f"{where}: kind must be one of {TaskKind.values()} (in the config or "
                               f"{t.data}/{TASK_FILE}), got {kind!r}")
-        schema = FeatureSchema.load(posixpath.join(data, "schema.yaml"))
+        schema = FeatureSchema.load(posixpath.join(data, "schema.yaml"), cfg.data.s3_endpoint_url)
         num_outputs = t.num_outputs or info.get("num_outputs")
         if kind == "next_item":
             num_outputs = _item_field(schema, where).num_embeddings
@@ -119,12 +119,13 @@ def task_config(cfg, task: ResolvedTask):
     return out
 
 
-def target_counts(task: ResolvedTask, s3_endpoint_url: str | None = None) -> torch.Tensor:
-    """How often each target id occurs in the task's train split (item_rec), read column-wise a
-    row group at a time: the popularity that ranks the BPR negative sampler's ids."""
+def target_counts(task: ResolvedTask, s3_endpoint_url: str | None = None, split: str = "train") -> torch.Tensor:
+    """How often each target id (item_rec) or class (profile) occurs in a split of the task, read
+    column-wise a row group at a time: the popularity that ranks the BPR negative sampler's ids,
+    and the class shares behind the report's majority-class control."""
     column = LABEL_COLUMN[task.spec.kind]
     counts = np.zeros(task.spec.num_outputs, dtype=np.int64)
-    for file in list_parquet_files(task.split("train"), s3_endpoint_url):
+    for file in list_parquet_files(task.split(split), s3_endpoint_url):
         fs, path = arrow_filesystem(file, s3_endpoint_url)
         parquet = pq.ParquetFile(path, filesystem=fs)
         for group in range(parquet.num_row_groups):

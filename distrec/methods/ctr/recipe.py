@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from distrec.metrics import CtrMetricAccumulator
 from distrec.models.ctr import build_ctr_model as build_model
+from distrec.train.evaluation import evaluate_checkpoint
 from distrec.train.loop import train_loop
 
 
@@ -18,4 +19,8 @@ def train_worker(cfg, in_ray: bool = False) -> dict:
     return train_loop(cfg, in_ray, build_model, evaluate)["final"]
 
 
-__all__ = ["build_model", "evaluate", "train_worker"]
+def eval_worker(cfg, in_ray: bool = False) -> dict:
+    return evaluate_checkpoint(cfg, in_ray, build_model, evaluate)
+
+
+__all__ = ["build_model", "eval_worker", "evaluate", "train_worker"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from distrec.config.schema import Choice
+from distrec.config.schema import Choice, ranged
 
 
 class Variant(Choice):
@@ -20,6 +20,13 @@ class Variant(Choice):
     escm2_ipw = "escm2_ipw"
     escm2_dr = "escm2_dr"
     naive_cvr = "naive_cvr"
+
+
+class DrTarget(Choice):
+    """What the DR / PVDR term imputes (ours: the paper does not say)."""
+
+    imputed_error = "imputed_error"  # ê: the imputation tower predicts the CVR error (DR-JL, ESCM²)
+    imputed_label = "imputed_label"  # ê = BCE(r̃, r̂): it predicts the label; unclicked rows train the CVR tower
 
 
 class MmdEmbedding(Choice):
@@ -32,17 +39,17 @@ class MmdEmbedding(Choice):
 @dataclass
 class ModelConfig:
     variant: Variant = Variant.egean
-    embedding_dim: int = 16  # width of every shared table (and of the dense-feature field)
-    tower_arch: List[int] = field(default_factory=lambda: [64, 32])  # CTR, CVR, imputation towers
+    embedding_dim: int = ranged(16, min=1)  # width of every shared table (and of the dense-feature field)
+    tower_arch: List[int] = ranged([64, 32], min=1)  # CTR, CVR, imputation towers
     leaky_relu_slope: float = 0.01  # towers and heads use LeakyReLU (paper)
     # EGEAN only ------------------------------------------------------------------------------
-    lora_rank: int = 8  # (ours) per-task LoRA E_t = E + B_t A_t E on the whole sample embedding; 0: off
+    lora_rank: int = ranged(8, min=0)  # (ours) per-task LoRA E_t = E + B_t A_t E on the whole sample embedding; 0: off
     lora_alpha: float = 8.0  # LoRA scale alpha / rank (the usual LoRA convention)
     gates: bool = True  # PEPNet-style embedding gate and gated tower layers
-    gate_hidden: int = 64  # hidden width of each gate network
+    gate_hidden: int = ranged(64, min=1)  # hidden width of each gate network
     gate_scale: float = 2.0  # gate = scale * sigmoid(.), PEPNet's gamma: 1.0 at initialisation
-    task_embedding_dim: int = 8  # the learned task vector in gate(task ⊕ stopgrad(E_t))
-    exposure_arch: List[int] = field(default_factory=lambda: [64])  # exposure-probability head
+    task_embedding_dim: int = ranged(8, min=1)  # the learned task vector in gate(task ⊕ stopgrad(E_t))
+    exposure_arch: List[int] = ranged([64], min=1)  # exposure-probability head
 
 
 @dataclass
@@ -101,7 +108,10 @@ class MethodConfig:
     pvdr_lambda_start: float = 1.0  # λ_0: 1 is DR
     pvdr_lambda_steady: float = 0.5  # λ_∞ (ours)
     pvdr_lambda_tau: float = 1000.0  # τ in steps (ours); 0: λ = λ_∞ from the start
-    # (ours) ê enters PVDR/DR as a constant: only the imputation loss trains the imputation tower
+    # PVDR's own p_min (ours): null uses the ESCM² rule above; a number is the only floor (no 1/p̃ cap)
+    pvdr_propensity_floor: Optional[float] = None
+    dr_target: DrTarget = DrTarget.imputed_error
+    # (imputed_error, ours) ê enters PVDR/DR as a constant: only the imputation loss trains the imputation tower
     detach_imputation_in_dr: bool = True
     # naive_cvr: does its CTR loss also train the shared embedding? false (ours): the CVR model
     # learns from clicked rows only, its CTR head (for CTR/CTCVR metrics) reads a stop-gradient copy

@@ -56,6 +56,7 @@ def feature_schema(cfg: GroundTruthConfig, source: str = "<ground truth>") -> Fe
         sparse=tuple(SparseField(name, n) for name, n in zip(SPARSE, sizes)),
         dense=tuple(f"d{j}" for j in range(cfg.num_dense)),
         labels=LABELS,
+        binary_labels=("click", "purchase", "cvr_draw"),  # true_cvr is a probability
         group_key="user_id",
         source=source,
     )

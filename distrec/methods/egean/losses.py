@@ -67,6 +67,22 @@ def imputation_loss(error: torch.Tensor, imputed: torch.Tensor, click: torch.Ten
     return (o * (error.detach() - imputed) ** 2 / propensity).sum() / real.sum().clamp(min=1.0)
 
 
+def imputed_label_error(cvr_logit: torch.Tensor, pseudo_label: torch.Tensor) -> torch.Tensor:
+    """ê_i = BCE(r̃_i, r̂_i): the CVR prediction's error against the imputation tower's label r̃
+    (a constant here), defined on every impression, so through the DR term's ê unclicked rows
+    train the CVR tower too (the imputed-label DR variant; ours, after DR-JL's pseudo-labels)."""
+    return F.binary_cross_entropy_with_logits(cvr_logit, pseudo_label.detach(), reduction="none")
+
+
+def imputed_label_loss(imputation_logit: torch.Tensor, conversion: torch.Tensor, click: torch.Tensor,
+                       propensity: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Σ o BCE(r, r̃) / p̃ over |D|: the imputation tower learns the conversion label on clicked
+    rows, inverse-propensity weighted so its target is the exposure-space label."""
+    o = real * click
+    per_row = F.binary_cross_entropy_with_logits(imputation_logit, conversion, reduction="none")
+    return (o * per_row / propensity).sum() / real.sum().clamp(min=1.0)
+
+
 def pvdr_lambda(step: int | torch.Tensor, start: float, steady: float, tau: float) -> float:
     """Steady-state control: λ_t = λ_∞ + (λ_0 − λ_∞) exp(−t/τ); τ = 0 gives λ_∞ at once."""
     if tau <= 0:

@@ -7,10 +7,14 @@
     naive_cvr  CTR + BCE of CVR on clicked rows only
 
 Each term is weighted by ``method.weights.<name>``; ``cvr`` weighs the variant's CVR term.
+DR and PVDR impute either the CVR error (``method.dr_target: imputed_error``: ê from the
+imputation tower, the CVR tower learns from clicked rows only) or the label (``imputed_label``:
+ê = BCE(r̃, r̂) with r̃ the imputation tower's label, so unclicked rows train the CVR tower).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -76,25 +80,38 @@ class EntireSpaceObjective(nn.Module):
             losses["cvr"] = L.masked_bce(out["cvr_out"], conversion, real * click)
             return losses
 
-        propensity = L.clipped_propensity(torch.sigmoid(out["ctr_out"]), m.propensity_floor,
-                                          m.max_inverse_propensity)
+        propensity = self.propensity(torch.sigmoid(out["ctr_out"]), kind)
         error = L.cvr_error(out["cvr_out"], conversion)
         if kind == "ips":
             losses["cvr"] = L.ips_loss(error, click, propensity, real)
             return losses
 
-        imputed = nn.functional.softplus(out["imputation_out"])  # a predicted error: BCE is >= 0
-        imputed_in_dr = imputed.detach() if m.detach_imputation_in_dr else imputed
         lam = 1.0 if kind == "dr" else self.pvdr_lambda()
-        losses["cvr"] = L.pvdr_loss(error, imputed_in_dr, click, propensity, real, lam)
-        if w.imputation > 0:
-            losses["imputation"] = L.imputation_loss(error, imputed, click, propensity, real)
+        if str(m.dr_target) == "imputed_label":
+            imputed = L.imputed_label_error(out["cvr_out"], torch.sigmoid(out["imputation_out"]))
+            losses["cvr"] = L.pvdr_loss(error, imputed, click, propensity, real, lam)
+            if w.imputation > 0:
+                losses["imputation"] = L.imputed_label_loss(out["imputation_out"], conversion, click, propensity, real)
+        else:
+            imputed = nn.functional.softplus(out["imputation_out"])  # a predicted error: BCE is >= 0
+            imputed_in_dr = imputed.detach() if m.detach_imputation_in_dr else imputed
+            losses["cvr"] = L.pvdr_loss(error, imputed_in_dr, click, propensity, real, lam)
+            if w.imputation > 0:
+                losses["imputation"] = L.imputation_loss(error, imputed, click, propensity, real)
         if kind == "pvdr":
             if w.mmd > 0:
                 losses["mmd"] = self.alignment(out, click * real)
             if "exposure_loss" in out:
                 losses["exposure"] = out["exposure_loss"]
         return losses
+
+    def propensity(self, ctr_prob: torch.Tensor, kind: str) -> torch.Tensor:
+        """ESCM²'s clipped p̃ for every variant; PVDR with ``method.pvdr_propensity_floor`` set
+        uses that floor alone (no 1/p̃ cap), keeping the small-propensity rows PVDR is for."""
+        m = self.method
+        if kind == "pvdr" and m.pvdr_propensity_floor is not None:
+            return L.clipped_propensity(ctr_prob, m.pvdr_propensity_floor, math.inf)
+        return L.clipped_propensity(ctr_prob, m.propensity_floor, m.max_inverse_propensity)
 
     def pvdr_lambda(self) -> float:
         m = self.method

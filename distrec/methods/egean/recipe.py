@@ -14,6 +14,7 @@ from distrec.methods.egean.metrics import EntireSpaceMetrics
 from distrec.methods.egean.model import EgeanDenseNet, EgeanModel
 from distrec.methods.egean.objective import EntireSpaceObjective, LabelColumns
 from distrec.sparse.tables import build_embedding_bags, embedding_bag_configs
+from distrec.train.evaluation import evaluate_checkpoint
 from distrec.train.loop import train_loop
 from distrec.train.session import TrainSession
 
@@ -75,3 +76,7 @@ def evaluate(session: TrainSession, feed, cfg, schema: FeatureSchema) -> dict:
 def train_worker(cfg, in_ray: bool = False) -> dict:
     """The CTR recipe's loop (train, evaluate, checkpoint per epoch) with this model and metrics."""
     return train_loop(cfg, in_ray, build_model, evaluate)["final"]
+
+
+def eval_worker(cfg, in_ray: bool = False) -> dict:
+    return evaluate_checkpoint(cfg, in_ray, build_model, evaluate)

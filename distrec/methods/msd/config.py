@@ -166,6 +166,11 @@ class DistillConfig:
     lr: float = 5e-5
     zero_stage: int = 1
     log_every: int = 10
+    # steps between evaluations of the mean per-entity distillation loss (0: before and after only)
+    eval_every: int = 0
+    # steps between checkpoints in <run_dir>/distill/checkpoints (0: only after the last step); a
+    # rerun of `distrec msd distill` (or Ray restarting the workers) resumes from the newest
+    checkpoint_every: int = 50
 
 
 @dataclass

@@ -76,13 +76,16 @@ DISTILL_ENTRY = "distrec.methods.msd.distill:distill_worker"
 
 def distill(cfg) -> dict:
     """Distil the knowledge into the student: a Ray Train job of its own (``<run.name>-distill``,
-    so it keeps its own metrics.jsonl); the student goes to ``method.distill.output``."""
+    so it keeps its own metrics.jsonl); the student goes to ``method.distill.output``. A rerun
+    after a kill resumes from the distillation's last checkpoint."""
     from omegaconf import OmegaConf
 
     from distrec.train.launcher import run_training
 
     ensure_imported(cfg)
-    distill_cfg = OmegaConf.merge(cfg, {"run": {"name": f"{cfg.run.name}-distill"}})
+    # The distillation resumes by itself when its checkpoint was written for the same inputs
+    # (distill.trajectory_inputs), so the launcher keeps, not sets aside, the earlier launch's records.
+    distill_cfg = OmegaConf.merge(cfg, {"run": {"name": f"{cfg.run.name}-distill", "resume": True}})
     return run_training(distill_cfg, DISTILL_ENTRY)
 
 

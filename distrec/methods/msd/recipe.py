@@ -29,6 +29,7 @@ from distrec.methods.msd.variants import with_variant
 from distrec.metrics import CtrMetricAccumulator
 from distrec.models.ctr import build_ctr_model
 from distrec.sparse.tables import table_dims
+from distrec.train.evaluation import evaluate_checkpoint
 from distrec.train.loop import train_loop
 
 RARE = "rare_items"  # prefix of the metrics over rows whose item is rare in training
@@ -113,6 +114,12 @@ def evaluate(session, feed, cfg, schema: FeatureSchema, *, rare: torch.Tensor) -
 
 def train_worker(cfg, in_ray: bool = False) -> dict:
     cfg = with_variant(cfg)  # method.report.variant: one of the report's variants (variants.py)
-    rare = rare_items(cfg, FeatureSchema.load(cfg.data.schema))
+    rare = rare_items(cfg, FeatureSchema.load(cfg.data.schema, cfg.data.s3_endpoint_url))
     return train_loop(cfg, in_ray, build_model, functools.partial(evaluate, rare=rare))["final"]
+
+
+def eval_worker(cfg, in_ray: bool = False) -> dict:
+    cfg = with_variant(cfg)
+    rare = rare_items(cfg, FeatureSchema.load(cfg.data.schema, cfg.data.s3_endpoint_url))
+    return evaluate_checkpoint(cfg, in_ray, build_model, functools.partial(evaluate, rare=rare))
 

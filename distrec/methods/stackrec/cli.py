@@ -74,7 +74,7 @@ def cmd_stack(args) -> int:
     blocks = count_blocks(read_model_state(args.src))
     cfg.model.blocks = 2 * blocks
     torch.manual_seed(cfg.run.seed)
-    fresh = build_model(cfg, FeatureSchema.load(cfg.data.schema))
+    fresh = build_model(cfg, FeatureSchema.load(cfg.data.schema, cfg.data.s3_endpoint_url))
     path, seconds = stack_checkpoint(args.src, args.out, fresh, args.method or cfg.method.stack_method,
                                      list(cfg.method.fresh_parts))
     print(json.dumps({"checkpoint": path, "blocks": 2 * blocks, "seconds": round(seconds, 3)}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from distrec.config.schema import Choice
+from distrec.config.schema import Choice, ranged
 
 
 class SequenceArch(Choice):
@@ -47,14 +47,14 @@ class FreshPart(Choice):
 @dataclass
 class ModelConfig:
     arch: SequenceArch = SequenceArch.nextitnet
-    blocks: int = 8  # residual blocks (a stage of a scenario overrides it)
-    embedding_dim: int = 64  # channels of every block = width of the item embeddings
-    kernel_size: int = 3  # NextItNet causal convolution width
-    dilations: List[int] = field(default_factory=lambda: [1, 4])  # block i uses d = dilations[i % len]; its 2nd conv 2d
-    heads: int = 1  # SASRec attention heads
-    dropout: float = 0.0  # SASRec attention/FFN dropout
+    blocks: int = ranged(8, min=1)  # residual blocks (a stage of a scenario overrides it)
+    embedding_dim: int = ranged(64, min=1)  # channels of every block = width of the item embeddings
+    kernel_size: int = ranged(3, min=1)  # NextItNet causal convolution width
+    dilations: List[int] = ranged([1, 4], min=1)  # block i uses d = dilations[i % len]; its 2nd conv 2d
+    heads: int = ranged(1, min=1)  # SASRec attention heads
+    dropout: float = ranged(0.0, min=0, below=1)  # SASRec attention/FFN dropout
     sequence_field: str = "item_seq"  # the schema's sequence field (owns the item table)
-    sample_fraction: float = 0.2  # sampled softmax: share of the catalogue drawn once per batch
+    sample_fraction: float = ranged(0.2, above=0, max=1)  # sampled softmax: share of the catalogue drawn once per batch
     remove_accidental_hits: bool = True  # (ours) a sampled negative equal to a row's target is masked
 
 

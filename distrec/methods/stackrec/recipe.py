@@ -21,6 +21,7 @@ from distrec.errors import ConfigError
 from distrec.metrics import RankingMetricAccumulator
 from distrec.models.seqrec import SequenceDenseNet, SequenceRecModel
 from distrec.sparse.tables import build_embeddings, embedding_configs, table_dims
+from distrec.train.evaluation import evaluate_checkpoint
 from distrec.train.loop import LOOP_STATE, train_loop  # noqa: F401  (LOOP_STATE: in the checkpoints)
 from distrec.train.session import TrainSession
 
@@ -70,3 +71,8 @@ def train_worker(cfg, in_ray: bool = False) -> dict:
     # negatives differ per rank; the weights come from rank 0
     return train_loop(cfg, in_ray, build_model, evaluate, seed_per_rank=True, checkpoint_meta=meta,
                       summary_extra={**meta, "arch": cfg.model.arch})
+
+
+def eval_worker(cfg, in_ray: bool = False) -> dict:
+    """Ranking metrics of a checkpoint of ``model.blocks`` blocks (a stacked stage's: set its depth)."""
+    return evaluate_checkpoint(cfg, in_ray, build_model, evaluate)

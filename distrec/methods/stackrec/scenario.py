@@ -122,7 +122,7 @@ def run_variant(cfg, variant: str, launch: Launcher) -> dict:
     from distrec.data.schema import FeatureSchema
     from distrec.methods.stackrec.recipe import build_model
 
-    schema = FeatureSchema.load(cfg.data.schema)
+    schema = FeatureSchema.load(cfg.data.schema, cfg.data.s3_endpoint_url)
     stages, records = plan_stages(cfg, variant), []
     init_from, stack_s = cfg.run.init_from, 0.0
     for stage in stages:

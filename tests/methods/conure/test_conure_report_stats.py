@@ -36,3 +36,26 @@ def test_worse_and_single_seed_verdicts():
     one = comparisons({"conure": seeds({0: {"t1": {1: 0.2}}}), "separate": seeds({0: {"t1": {1: 0.3}}})})
     assert one["separate"]["t1"]["own"]["verdict"] == "n/a (one seed)"
     assert comparisons({"separate": separate}) == {}
+
+
+def test_majority_class_control_matches_a_direct_count(tmp_path, shared_data):
+    import glob
+
+    import pyarrow.parquet as pq
+
+    from distrec.methods import load_config
+    from distrec.methods.conure.importers.recbole import import_conure_recbole
+    from distrec.methods.conure.report import majority_class_accuracy
+
+    import_conure_recbole(str(shared_data / "ml-100k"), str(tmp_path), max_len=20)
+    cfg = load_config("configs/conure/smoke.yaml", [f"method.data_root={tmp_path}", "method.eval_split=test"])
+    controls = majority_class_accuracy(cfg)
+    assert set(controls) == {"t3_gender"}
+
+    def labels(split):
+        return [v for f in glob.glob(f"{tmp_path}/t3_gender/{split}/*.parquet")
+                for v in pq.read_table(f).column("label").to_pylist()]
+
+    train, test = labels("train"), labels("test")
+    majority = max(set(train), key=train.count)
+    assert math.isclose(controls["t3_gender"], test.count(majority) / len(test), rel_tol=1e-6)

@@ -130,3 +130,54 @@ def test_lambda_schedule_moves_from_start_to_steady_state():
     assert L.pvdr_lambda(100, 1.0, 0.4, 100.0) == pytest.approx(0.4 + 0.6 * math.exp(-1))
     assert L.pvdr_lambda(10_000, 1.0, 0.4, 100.0) == pytest.approx(0.4, abs=1e-12)
     assert L.pvdr_lambda(5, 1.0, 0.4, 0.0) == 0.4
+
+
+def objective_gradients(dr_target: str, variant: str = "escm2_dr", pvdr_floor=None):
+    """d(CVR term + imputation term)/d(CVR logit) and /d(imputation output) per row, from the
+    variant's objective on random rows."""
+    from distrec.methods.egean.config import MethodConfig
+    from distrec.methods.egean.objective import EntireSpaceObjective, LabelColumns
+
+    click, conversion, real, ctr_logit, cvr_logit, _ = random_rows(seed=5)
+    method = MethodConfig(dr_target=dr_target, pvdr_propensity_floor=pvdr_floor, pvdr_lambda_tau=0.0)
+    method.weights.mmd = method.weights.exposure = method.weights.ctr = method.weights.ctcvr = 0.0
+    objective = EntireSpaceObjective(variant, LabelColumns(0, 1), method).train()
+    out = {"ctr_out": ctr_logit, "cvr_out": cvr_logit.clone().requires_grad_(),
+           "imputation_out": torch.randn(len(click)).requires_grad_()}
+    loss, _ = objective(out, torch.stack([click, conversion], 1), real, torch.zeros(len(click)))
+    g_cvr, g_imp = torch.autograd.grad(loss, [out["cvr_out"], out["imputation_out"]])
+    return g_cvr, g_imp, click, conversion, real, ctr_logit, out
+
+
+@pytest.mark.parametrize("variant", ["escm2_dr", "egean"])
+def test_only_the_imputed_label_variant_trains_the_cvr_tower_on_unclicked_rows(variant):
+    g_cvr, g_imp, click, *_ = objective_gradients("imputed_error", variant)
+    unclicked = click == 0
+    assert torch.all(g_cvr[unclicked] == 0) and g_cvr[~unclicked].abs().sum() > 0
+    assert torch.all(g_imp[unclicked] == 0)  # the error imputation learns from clicked rows
+
+    g_cvr, g_imp, click, conversion, real, ctr_logit, out = objective_gradients("imputed_label", variant)
+    assert g_cvr[unclicked & (real > 0)].abs().min() > 0  # every real unclicked row trains it
+    # on an unclicked row only ê = BCE(r̃, r̂) acts: d/dr̂ = (σ(r̂) − r̃) / denominator (λ = 1 at DR)
+    if variant == "escm2_dr":
+        pseudo = torch.sigmoid(out["imputation_out"]).detach()
+        expected = real * (torch.sigmoid(out["cvr_out"]).detach() - pseudo) / real.sum()
+        torch.testing.assert_close(g_cvr[unclicked], expected[unclicked], rtol=1e-5, atol=1e-7)
+        # the label imputation: d/dx = o (σ(x) − r) / p̃ / |D|
+        p = L.clipped_propensity(torch.sigmoid(ctr_logit), 1e-6, 15.0)
+        expected = real * click * (pseudo - conversion) / p / real.sum()
+        torch.testing.assert_close(g_imp, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_pvdr_propensity_floor_replaces_the_escm2_clip_for_egean_only():
+    from distrec.methods.egean.config import MethodConfig
+    from distrec.methods.egean.objective import EntireSpaceObjective, LabelColumns
+
+    ctr = torch.tensor([0.001, 0.03, 0.5])
+    method = MethodConfig(pvdr_propensity_floor=0.01)
+    egean = EntireSpaceObjective("egean", LabelColumns(0, 1), method)
+    dr = EntireSpaceObjective("escm2_dr", LabelColumns(0, 1), method)
+    torch.testing.assert_close(egean.propensity(ctr, "pvdr"), torch.tensor([0.01, 0.03, 0.5]))
+    torch.testing.assert_close(dr.propensity(ctr, "dr"), torch.tensor([1 / 15, 1 / 15, 0.5]))
+    default = EntireSpaceObjective("egean", LabelColumns(0, 1), MethodConfig())
+    torch.testing.assert_close(default.propensity(ctr, "pvdr"), torch.tensor([1 / 15, 1 / 15, 0.5]))
